@@ -1,0 +1,178 @@
+"""Train the bundled Toytown StyleGAN2 (64 px) adversarially on the procedural renderer.
+
+Resumable: `--resume DIR` continues from DIR/generator_ema.pt (+ discriminator.pt when present).
+Writes, every `--save-every` seconds and at the end, atomically:
+  OUT/generator_ema.pt   rosinality checkpoint of the EMA generator (what the package ships)
+  OUT/discriminator.pt   discriminator weights (half precision) for a later fine-tune
+  OUT/samples.png        an 8x8 grid of EMA samples at fixed latents
+  OUT/log.jsonl          losses and throughput
+
+Example (GPU, 6 minutes):  python experiments/train_toytown_generator.py --device cuda --minutes 6 --out runs/a
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rewriting.atomic import atomic_path
+from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
+from rewriting.models.stylegan2 import StyleGAN2Generator
+from rewriting.toytown.discriminator import Discriminator
+from rewriting.toytown.renderer import render_seeds
+
+GENERATOR_CHANNELS = {4: 256, 8: 256, 16: 128, 32: 128, 64: 64}
+DISCRIMINATOR_CHANNELS = {64: 32, 32: 64, 16: 128, 8: 256, 4: 256}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", type=Path, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.0025)
+    parser.add_argument("--lr-mlp", type=float, default=0.01, help="mapping-network learning-rate multiplier")
+    parser.add_argument("--r1", type=float, default=0.1, help="R1 penalty weight (gamma)")
+    parser.add_argument("--r1-every", type=int, default=16)
+    parser.add_argument("--style-dim", type=int, default=128)
+    parser.add_argument("--n-mlp", type=int, default=4)
+    parser.add_argument("--ema-kimg", type=float, default=10.0, help="EMA half-life in thousands of images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-every", type=float, default=60.0, help="seconds between checkpoints")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return parser.parse_args()
+
+
+def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
+    from PIL import Image
+    images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    count, _, height, width = images.shape
+    rows = math.ceil(count / columns)
+    grid = torch.zeros(3, rows * height, columns * width, dtype=torch.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[:, r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    with atomic_path(path) as temporary:
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(temporary, format="PNG")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    start_step = 0
+    if args.resume and (args.resume / "generator_ema.pt").is_file():
+        checkpoint = read_checkpoint(args.resume / "generator_ema.pt")
+        generator = stylegan2_from_checkpoint(checkpoint)
+        start_step = int(checkpoint.get("training", {}).get("step", 0))
+    else:
+        generator = StyleGAN2Generator(64, style_dim=args.style_dim, n_mlp=args.n_mlp,
+                                       channels=GENERATOR_CHANNELS, lr_mlp=args.lr_mlp)
+    discriminator = Discriminator(64, DISCRIMINATOR_CHANNELS)
+    if args.resume and (args.resume / "discriminator.pt").is_file():
+        discriminator.load_state_dict({k: v.float() for k, v in torch.load(args.resume / "discriminator.pt").items()})
+    generator.to(device).train().requires_grad_(True)
+    generator.noise_mode = "random"
+    discriminator.to(device).train()
+    generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+
+    r1_ratio = args.r1_every / (args.r1_every + 1)
+    g_optim = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.0, 0.99))
+    d_optim = torch.optim.Adam(discriminator.parameters(), lr=args.lr * r1_ratio,
+                               betas=(0.0, 0.99 ** r1_ratio))
+    ema_beta = 0.5 ** (args.batch / (args.ema_kimg * 1000))
+    fixed_z = torch.randn(64, generator.z_dim, generator=torch.Generator().manual_seed(123)).to(device)
+    # Real images come from a seed range disjoint from evaluation seeds (those start at 0).
+    seed_base = 10_000_000 + args.seed * 1_000_000_000
+    log_file = open(args.out / "log.jsonl", "a")
+
+    def save(step: int) -> None:
+        with torch.no_grad():
+            # latent_avg is the mean w, as rosinality's training keeps it, so truncation works.
+            w = generator_ema.style(torch.randn(4096, generator.z_dim, device=device))
+            generator_ema.latent_avg.copy_(w.mean(0))
+        save_stylegan2(generator_ema, args.out / "generator_ema.pt",
+                       extra={"training": {"step": step, "args": {k: str(v) for k, v in vars(args).items()}}})
+        with atomic_path(args.out / "discriminator.pt") as temporary:
+            torch.save({k: v.detach().half().cpu() for k, v in discriminator.state_dict().items()}, temporary)
+        with torch.no_grad():
+            generator_ema.noise_mode = "fixed"
+            save_grid(generator_ema(fixed_z), args.out / "samples.png")
+
+    render_device = device
+    try:
+        render_seeds([0, 1], size=64, device=device)
+    except Exception as error:  # keep training even if the renderer cannot run on this device
+        print(f"rendering on {device} failed ({error}); rendering on the CPU instead", flush=True)
+        render_device = torch.device("cpu")
+
+    began = time.time()
+    last_save = began
+    step = start_step
+    seen = 0
+    while time.time() - began < args.minutes * 60:
+        seeds = range(seed_base + step * args.batch, seed_base + (step + 1) * args.batch)
+        real, _ = render_seeds(list(seeds), size=64, device=render_device)
+        real = real.to(device)
+
+        # Discriminator step (+ lazy R1).
+        z = torch.randn(args.batch, generator.z_dim, device=device)
+        with torch.no_grad():
+            fake = generator(z)
+        d_loss = F.softplus(discriminator(fake)).mean() + F.softplus(-discriminator(real)).mean()
+        d_optim.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_optim.step()
+        r1_value = torch.zeros(())
+        if step % args.r1_every == 0:
+            real.requires_grad_(True)
+            (gradient,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
+            r1_value = gradient.pow(2).flatten(1).sum(1).mean()
+            d_optim.zero_grad(set_to_none=True)
+            (args.r1 / 2 * r1_value * args.r1_every).backward()
+            d_optim.step()
+
+        # Generator step.
+        z = torch.randn(args.batch, generator.z_dim, device=device)
+        g_loss = F.softplus(-discriminator(generator(z))).mean()
+        g_optim.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_optim.step()
+
+        with torch.no_grad():
+            for ema_param, param in zip(generator_ema.parameters(), generator.parameters()):
+                ema_param.lerp_(param, 1 - ema_beta)
+        step += 1
+        seen += args.batch
+        if step % 100 == 0:
+            elapsed = time.time() - began
+            record = {"step": step, "seconds": round(elapsed, 1), "images_per_s": round(seen / elapsed, 1),
+                      "d_loss": round(d_loss.item(), 4), "g_loss": round(g_loss.item(), 4),
+                      "r1": round(float(r1_value), 4)}
+            print(json.dumps(record), flush=True)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+        if time.time() - last_save > args.save_every:
+            save(step)
+            last_save = time.time()
+    save(step)
+    print(json.dumps({"done": True, "step": step, "seconds": round(time.time() - began, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

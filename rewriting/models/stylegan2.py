@@ -1,0 +1,168 @@
+"""StyleGAN2 generator (rosinality's layout), with the paper's layer numbering.
+
+Layer numbering: layer 2 is the 4x4 conv (`conv1`); then per resolution r = 8, 16, ...
+the upsampling conv and the plain conv, so `convs.j` is layer j + 3 and layer N >= 3 works
+at 2 ** ((N + 3) // 2) px. At 256 px, layer 8 is the plain 32x32 conv.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import LayerError
+from .stylegan2_layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
+
+
+def rosinality_channels(size: int, channel_multiplier: int = 2) -> dict[int, int]:
+    """Channel width per resolution as rosinality's Generator defines it."""
+    widths = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier,
+              128: 128 * channel_multiplier, 256: 64 * channel_multiplier,
+              512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}
+    return {res: widths.get(res, 16 * channel_multiplier) for res in resolutions(size)}
+
+
+def resolutions(size: int) -> list[int]:
+    return [2**i for i in range(2, int(math.log2(size)) + 1)]
+
+
+@dataclass
+class LayerInput:
+    """What a layer sees: its input features and latent, and the noise its output adds."""
+    features: torch.Tensor  # (N, in, h, w)
+    w: torch.Tensor  # (N, style_dim)
+    noise: torch.Tensor  # (N or 1, 1, H, W)
+
+
+class StyleGAN2Generator(nn.Module):
+    """`G(z)` -> images (N, 3, H, W) in about [-1, 1]; truncation and noise mode are attributes."""
+
+    family = "stylegan2"
+
+    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channels: dict[int, int] | None = None,
+                 channel_multiplier: int = 2, lr_mlp: float = 0.01, blur_taps: tuple[float, ...] = (1, 3, 3, 1)):
+        super().__init__()
+        if size < 4 or size & (size - 1):
+            raise ValueError(f"size must be a power of two >= 4, got {size}")
+        self.size = size
+        self.style_dim = style_dim
+        self.z_dim = style_dim
+        self.n_mlp = n_mlp
+        self.lr_mlp = lr_mlp
+        self.channels = dict(channels) if channels else rosinality_channels(size, channel_multiplier)
+        self.channel_multiplier = channel_multiplier
+        ch = self.channels
+
+        self.style = nn.Sequential(PixelNorm(), *[
+            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True) for _ in range(n_mlp)])
+        self.input = ConstantInput(ch[4])
+        self.conv1 = StyledConv(ch[4], ch[4], style_dim, blur_taps=blur_taps)
+        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        in_channels = ch[4]
+        for res in resolutions(size)[1:]:
+            out_channels = ch[res]
+            self.convs.append(StyledConv(in_channels, out_channels, style_dim, upsample=True, blur_taps=blur_taps))
+            self.convs.append(StyledConv(out_channels, out_channels, style_dim, blur_taps=blur_taps))
+            self.to_rgbs.append(ToRGB(out_channels, style_dim, blur_taps=blur_taps))
+            in_channels = out_channels
+
+        self.num_noise_layers = 1 + len(self.convs)
+        self.noises = nn.Module()
+        for i in range(self.num_noise_layers):
+            res = 2 ** ((i + 5) // 2)
+            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
+        # Not part of g_ema: rosinality checkpoints keep it beside the state dict.
+        self.register_buffer("latent_avg", torch.zeros(style_dim), persistent=False)
+        self.truncation = 1.0
+        self.noise_mode = "fixed"
+        self.fused = False
+
+    # ----- layer numbering -------------------------------------------------------------
+    @property
+    def layer_numbers(self) -> list[int]:
+        return list(range(2, 2 + self.num_noise_layers))
+
+    def _check_layer(self, layer: int) -> int:
+        if not isinstance(layer, int) or layer not in self.layer_numbers:
+            numbers = self.layer_numbers
+            raise LayerError(
+                f"layer={layer!r} does not exist in this {self.size}-px StyleGAN2: its editable layers are "
+                f"{numbers[0]}..{numbers[-1]} (layer N >= 3 works at 2**((N+3)//2) px; "
+                f"e.g. layer {min(8, numbers[-1])} is {self.layer_resolution(min(8, numbers[-1]))}x"
+                f"{self.layer_resolution(min(8, numbers[-1]))}). Pass a layer from that range.")
+        return layer
+
+    def layer(self, layer: int) -> StyledConv:
+        """The editable conv module of a layer number."""
+        self._check_layer(layer)
+        return self.conv1 if layer == 2 else self.convs[layer - 3]
+
+    def layer_resolution(self, layer: int) -> int:
+        """Resolution of the layer's output (values)."""
+        return 4 if layer == 2 else 2 ** ((layer + 3) // 2)
+
+    def layer_weight_name(self, layer: int) -> str:
+        """State-dict key of the tensor a rewrite of this layer changes."""
+        self._check_layer(layer)
+        return "conv1.conv.weight" if layer == 2 else f"convs.{layer - 3}.conv.weight"
+
+    def layer_editable_weight(self, layer: int) -> torch.Tensor:
+        """The conv weight (out, in, k, k) of a layer, a view into the parameter."""
+        return self.layer(layer).weight
+
+    # ----- latents and noise ----------------------------------------------------------
+    def mapping(self, z: torch.Tensor, truncation: float | None = None) -> torch.Tensor:
+        """z (N, z_dim) -> w (N, style_dim), truncated about latent_avg."""
+        w = self.style(z)
+        t = self.truncation if truncation is None else truncation
+        if t != 1.0:
+            w = self.latent_avg + t * (w - self.latent_avg)
+        return w
+
+    def make_noise(self, batch: int, mode: str | None = None, generator: torch.Generator | None = None,
+                   device: torch.device | None = None) -> list[torch.Tensor]:
+        """Noise per layer: the checkpoint's fixed buffers, or fresh noise per sample."""
+        mode = mode or self.noise_mode
+        buffers = [getattr(self.noises, f"noise_{i}") for i in range(self.num_noise_layers)]
+        if mode == "fixed":
+            return buffers
+        if mode == "random":
+            device = device or buffers[0].device
+            return [torch.randn((batch, 1, *b.shape[-2:]), generator=generator, device=device if generator is None
+                                else generator.device).to(device) for b in buffers]
+        if mode == "zero":
+            return [torch.zeros_like(b) for b in buffers]
+        raise ValueError(f"noise_mode={mode!r}: use 'fixed' (the checkpoint's buffers), 'random' or 'zero'")
+
+    # ----- forward ---------------------------------------------------------------------
+    def forward(self, z: torch.Tensor, truncation: float | None = None, noise: list[torch.Tensor] | None = None,
+                fused: bool | None = None) -> torch.Tensor:
+        """z (N, z_dim) -> images (N, 3, size, size)."""
+        return self.synthesis(self.mapping(z, truncation), noise=noise, fused=fused)
+
+    def synthesis(self, w: torch.Tensor, noise: list[torch.Tensor] | None = None, fused: bool | None = None,
+                  stop_before_layer: int | None = None):
+        """w (N, style_dim) -> images; or, with stop_before_layer, that layer's LayerInput."""
+        fused = self.fused if fused is None else fused
+        noise = noise if noise is not None else self.make_noise(w.shape[0])
+        x = self.input(w.shape[0])
+        if stop_before_layer == 2:
+            return LayerInput(x, w, noise[0])
+        x = self.conv1(x, w, noise[0], fused=fused)
+        skip = self.to_rgb1(x, w, fused=fused)
+        for j, to_rgb in enumerate(self.to_rgbs):
+            for k in (2 * j, 2 * j + 1):
+                if stop_before_layer == k + 3:
+                    return LayerInput(x, w, noise[k + 1])
+                x = self.convs[k](x, w, noise[k + 1], fused=fused)
+            skip = to_rgb(x, w, skip, fused=fused)
+        return skip
+
+    def layer_input(self, z: torch.Tensor, layer: int, noise: list[torch.Tensor] | None = None) -> LayerInput:
+        """Run the generator up to `layer` and return what that layer receives."""
+        self._check_layer(layer)
+        return self.synthesis(self.mapping(z), noise=noise, stop_before_layer=layer)
