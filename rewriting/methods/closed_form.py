@@ -13,16 +13,15 @@ def closed_form_lambda(generator, layer: int, target: RewriteTarget, directions:
     """Λ (out, r, k, k) minimising the loss-weighted squared residual of the linearized layer."""
     trace = target.trace
     basis = basis_responses(generator, layer, trace, directions).double()  # (n, b, H, W)
-    scale = output_scale(generator, layer, trace).double()  # (n, out)
-    wanted = residual(generator, trace, target.target_values).double()  # (n, out, H, W)
+    scale = output_scale(generator, layer, trace).double()  # (n, out, H, W)
+    wanted = residual(trace, target.target_values).double()  # (n, out, H, W)
     count, units = basis.shape[:2]
     weights = target.loss_weights.double().expand(count, 1, *wanted.shape[-2:]).reshape(-1)
-    sample = torch.arange(count, device=basis.device).repeat_interleave(wanted.shape[-2] * wanted.shape[-1])
     keep = weights > 0
     root = weights[keep].sqrt()[:, None]
     design = basis.permute(0, 2, 3, 1).reshape(-1, units)[keep] * root  # (R, b)
     wanted = wanted.permute(0, 2, 3, 1).reshape(-1, wanted.shape[1])[keep] * root  # (R, out)
-    row_scale = scale[sample[keep]]  # (R, out): output channel o sees its own demodulation
+    row_scale = scale.permute(0, 2, 3, 1).reshape(-1, scale.shape[1])[keep]  # (R, out): per channel and row
     gram = torch.einsum("rb,ro,rc->obc", design, row_scale.pow(2), design)
     identity = torch.eye(units, dtype=gram.dtype, device=gram.device)
     gram = gram + ridge * gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None].clamp_min(1e-30) * identity

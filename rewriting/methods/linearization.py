@@ -1,8 +1,9 @@
 """A layer's response to a weight change, linear in that change: what the closed form solves.
 
-StyleGAN2: values = act(blur(demod(W) · conv(keys, W)) + noise + bias). With demodulation frozen
-at the original weight W₀, act⁻¹(values) is linear in W, and noise and bias cancel in the residual
-act⁻¹(v*) − act⁻¹(v₀). ProGAN: values are the plain conv output, exactly linear.
+StyleGAN2: values = act(blur(demod(W) · conv(keys, W)) + noise + bias). Linearized at W₀ (a
+Gauss-Newton step): demodulation frozen at W₀ and the activation replaced by its slope at the
+original output, so Δvalues ≈ slope · demod₀ · blur(conv(keys, ΔW)). ProGAN: values are the plain
+conv output, exactly linear, so the closed form is exact there.
 """
 from __future__ import annotations
 
@@ -15,15 +16,8 @@ from ..features import LayerTrace
 SQRT2 = math.sqrt(2.0)
 
 
-def inverse_activation(values: torch.Tensor) -> torch.Tensor:
-    """Inverse of leaky ReLU(0.2) · √2."""
-    return torch.where(values >= 0, values / SQRT2, values / (0.2 * SQRT2))
-
-
-def residual(generator, trace: LayerTrace, target_values: torch.Tensor) -> torch.Tensor:
-    """What the linear response must add, in the space where the layer is linear. (n, out, H, W)."""
-    if generator.family == "stylegan2":
-        return inverse_activation(target_values) - inverse_activation(trace.values)
+def residual(trace: LayerTrace, target_values: torch.Tensor) -> torch.Tensor:
+    """What the weight change must add to the layer's output. (n, out, H, W)."""
     return target_values - trace.values
 
 
@@ -44,9 +38,10 @@ def basis_responses(generator, layer: int, trace: LayerTrace, directions: torch.
 
 
 def output_scale(generator, layer: int, trace: LayerTrace) -> torch.Tensor:
-    """Per-sample, per-output-channel factor applied after the conv (frozen demodulation). (n, out)."""
+    """Factor between the basis response and the output change, per position. (n, out, H, W)."""
     module = generator.layer(layer)
-    count = trace.keys.shape[0]
     if generator.family == "stylegan2":
-        return module.conv.demodulation(trace.style, module.weight)
-    return torch.ones(count, module.weight.shape[0], device=trace.keys.device)
+        demodulation = module.conv.demodulation(trace.style, module.weight)[:, :, None, None]
+        slope = torch.where(trace.values >= 0, SQRT2, 0.2 * SQRT2)  # leaky ReLU(0.2)·√2 at the output
+        return demodulation * slope
+    return torch.ones_like(trace.values)

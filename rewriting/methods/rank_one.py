@@ -86,6 +86,10 @@ class ConstrainedRewrite(LayerMethod):
         initial = None
         if self.init == "closed_form" and directions is not None:
             initial = closed_form_lambda(generator, layer, target, directions)
+            # The linearization can overshoot far from W₀; then start from W₀ instead.
+            if measured_loss(module, target, weight0 + lambda_to_delta(initial, directions)) > \
+                    measured_loss(module, target, weight0):
+                initial = None
         elif self.init not in ("zero", "closed_form"):
             raise ValueError(f"method.init={self.init!r}: use zero or closed_form")
         task = LayerRewrite(module, target, directions, self.steps, self.lr,

@@ -53,6 +53,6 @@ def load_generator(checkpoint: str | os.PathLike | None = None, truncation: floa
     generator.noise_mode = noise_mode
     generator.fused = bool(fused)
     generator.checkpoint_path = str(path)
-    generator.name = name or path.stem
+    generator.name = path.stem if checkpoint else (name or path.stem)
     generator.requires_grad_(False)
     return generator.to(device).eval()

@@ -1,0 +1,8 @@
+"""Model rewriting: change a rule of a trained generator by a constrained low-rank edit of one layer."""
+from .deltas import apply_deltas, load_delta, revert_deltas, save_delta
+from .edits.spec import EditRequest, EditSpec, Region, load_edit
+from .models import load_generator
+from .rewrite import RewriteResult, rewrite
+
+__all__ = ["apply_deltas", "load_delta", "revert_deltas", "save_delta", "EditRequest", "EditSpec", "Region",
+           "load_edit", "load_generator", "RewriteResult", "rewrite"]

@@ -1,0 +1,41 @@
+"""Command-line glue for run.py: `edit=PATH.json`, clean error messages, the sweep objective."""
+from __future__ import annotations
+
+import os
+import sys
+
+from .errors import RewritingError
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """Turn `edit=some/file.json` (not a config name) into `edit=from_file edit.file=...`."""
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in ("edit", "+edit") and value and ("," not in value) and (
+                value.endswith(".json") or os.sep in value or "://" in value):
+            out += ["edit=from_file", f"edit.file={value}"]
+        else:
+            out.append(arg)
+    return out
+
+
+def report_error(error: BaseException) -> None:
+    """Print a user-caused error as one message and exit 2; re-raise anything else."""
+    if isinstance(error, RewritingError):
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    if isinstance(error, KeyboardInterrupt):
+        print("interrupted: no output was half-written", file=sys.stderr)
+        raise SystemExit(130)
+    raise error
+
+
+def objective(cfg, metrics: dict):
+    """The number a sweeper optimizes (`optimized_metric` in the config), or None."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics or metrics[name] is None:
+        raise RewritingError(f"optimized_metric={name!r} is not among the run's metrics: {sorted(metrics)}")
+    return float(metrics[name])

@@ -1,0 +1,102 @@
+"""Build an EditSpec from an `edit` config: a JSON file/URL, or a request that names regions by label.
+
+A label request (for domains with a segmenter) looks like:
+    request:
+      context: {label: spire, count: 8}            # the first 8 images whose segmentation shows a spire
+      copy:    {label: tree, nth: 0}                # the tree in the first image showing a tree
+      paste:   {label: spire, nth: 8}               # the spire in the 9th image showing one
+      erase: false
+      drank: null
+A region may also give `image_id` directly instead of `nth`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import EditSpecError
+from .resolve import find_images_with_label
+from .spec import EditRequest, EditSpec, Region, load_edit
+
+
+def _get(config: Any, key: str, default=None):
+    if config is None:
+        return default
+    getter = getattr(config, "get", None)
+    return getter(key, default) if getter else getattr(config, key, default)
+
+
+def spec_from_file(file: str, sha256_prefix: str | None = None, name: str | None = None) -> EditSpec:
+    """Load an edit JSON from a path or URL (downloaded, cached and verified)."""
+    if "://" in str(file):
+        from ..models.download import cached_path
+        path = cached_path(str(file), sha256_prefix=sha256_prefix, option_hint="edit.file=PATH (a local copy)")
+    else:
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise EditSpecError(f"edit file {str(file)!r} does not exist; pass edit=NAME (a config in conf/edit/) "
+                                f"or edit=PATH to an edit JSON file")
+    spec = load_edit(path)
+    if name:
+        spec.name = name
+    return spec
+
+
+def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple[int, ...], where: str) -> Region:
+    label = _get(region_config, "label")
+    if label is None:
+        raise EditSpecError(f"{where} needs a label (a class name) or a painted mask in a JSON edit file")
+    image_id = _get(region_config, "image_id")
+    if image_id is None:
+        nth = int(_get(region_config, "nth", 0))
+        ids = find_images_with_label(generator, segmenter, label, nth + 1, seed=seed, exclude=exclude,
+                                     search=int(_get(region_config, "search", 2000)),
+                                     min_pixels=int(_get(region_config, "min_pixels", 16)))
+        image_id = ids[nth]
+    return Region(int(image_id), label=str(label))
+
+
+def spec_from_labels(request_config, generator, segmenter, name: str, seed: int = 1) -> EditSpec:
+    """An EditSpec whose regions are labelled and located in generated images by the segmenter."""
+    if segmenter is None:
+        raise EditSpecError(f"edit {name!r} names its regions by label, which needs a segmenter for this generator "
+                            f"(metrics.segmenter); use an edit JSON file with painted masks instead")
+    context_config = _get(request_config, "context")
+    context: list[Region] = []
+    if context_config is not None:
+        label = _get(context_config, "label")
+        ids = _get(context_config, "image_ids")
+        if ids is None:
+            ids = find_images_with_label(generator, segmenter, label, int(_get(context_config, "count", 8)),
+                                         start=int(_get(context_config, "start", 0)), seed=seed,
+                                         search=int(_get(context_config, "search", 2000)),
+                                         min_pixels=int(_get(context_config, "min_pixels", 16)))
+        context = [Region(int(i), label=str(label)) for i in ids]
+    taken = tuple(r.image_id for r in context)
+    erase = bool(_get(request_config, "erase", False))
+    copy = None
+    if _get(request_config, "copy") is not None:
+        copy = _label_region(_get(request_config, "copy"), generator, segmenter, seed, taken, "request.copy")
+    paste = None
+    if _get(request_config, "paste") is not None:
+        paste = _label_region(_get(request_config, "paste"), generator, segmenter, seed, taken, "request.paste")
+    drank = _get(request_config, "drank")
+    request = EditRequest(context=context, copy=copy, paste=paste, erase=erase,
+                          drank=int(drank) if drank is not None else None)
+    return EditSpec(name=name, generator={}, rank=1, method={"name": "rank_one"}, request=request, seed=seed)
+
+
+def spec_from_config(edit_config, generator, segmenter=None) -> EditSpec:
+    """The EditSpec an `edit` config group entry describes."""
+    file = _get(edit_config, "file")
+    name = _get(edit_config, "name")
+    if file:
+        spec = spec_from_file(file, _get(edit_config, "sha256_prefix"), name)
+    elif _get(edit_config, "request") is not None:
+        spec = spec_from_labels(_get(edit_config, "request"), generator, segmenter, name or "edit",
+                                int(_get(edit_config, "seed", 1)))
+    else:
+        raise EditSpecError("the edit config has neither `file` nor `request`; pass edit=NAME or edit=PATH.json")
+    if spec.layer is None and _get(edit_config, "layer") is not None:
+        spec.layer = int(_get(edit_config, "layer"))
+    return spec

@@ -1,0 +1,122 @@
+"""From an edit spec to masks: decode painted masks, or segment generated images for labelled regions.
+
+Labelled regions ("the spire in image 12") are resolved with a segmenter on the generated image and
+the resulting mask is recorded in the spec (`resolved_mask`), so the edit replays without it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import EditSpecError, MaskError
+from .latents import latents_for_ids
+from .masks import encode_mask
+from .spec import EditSpec, Region
+
+
+@dataclass
+class ResolvedRegion:
+    image_id: int
+    mask: torch.Tensor  # (H, W) float in [0, 1], at the mask's own size
+    where: str  # its place in the spec, for messages
+
+
+@dataclass
+class ResolvedRequest:
+    context: list[ResolvedRegion]
+    copy: ResolvedRegion | None
+    paste: ResolvedRegion | None
+    erase: bool
+    drank: int | None
+
+
+def label_names(segmenter) -> tuple[str, ...]:
+    names = getattr(segmenter, "label_names", None)
+    if names is None:
+        from ..toytown.labels import LABELS
+        names = LABELS
+    return tuple(names)
+
+
+def label_indices(segmenter, names: str | list[str]) -> list[int]:
+    """Class indices of label names, with a clear error for unknown names."""
+    known = label_names(segmenter)
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise EditSpecError(f"label(s) {unknown} unknown to the segmenter; known labels: {', '.join(known)}")
+    return [known.index(n) for n in names]
+
+
+@torch.no_grad()
+def generated_images(generator, image_ids: list[int], seed: int = 1, batch_size: int = 32) -> torch.Tensor:
+    """Images (N, 3, H, W) of the request's image ids, as the edit sees them."""
+    from ..features import noise_for
+    device = next(generator.parameters()).device
+    images = []
+    for start in range(0, len(image_ids), batch_size):
+        chunk = image_ids[start:start + batch_size]
+        z = latents_for_ids(chunk, generator.z_dim, seed).to(device)
+        images.append(torch.cat([generator(z[i:i + 1], noise=noise_for(generator, 1, seed=image_id, device=device))
+                                 for i, image_id in enumerate(chunk)]))
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def label_masks(generator, segmenter, image_ids: list[int], names: str | list[str], seed: int = 1) -> torch.Tensor:
+    """Masks (N, H, W) of the pixels the segmenter labels as any of `names` in each image."""
+    indices = torch.tensor(label_indices(segmenter, names))
+    labels = segmenter.segment(generated_images(generator, image_ids, seed)).cpu()
+    return torch.isin(labels, indices).float()
+
+
+@torch.no_grad()
+def find_images_with_label(generator, segmenter, names: str | list[str], count: int, start: int = 0,
+                           search: int = 1000, min_pixels: int = 16, seed: int = 1,
+                           exclude: tuple[int, ...] = ()) -> list[int]:
+    """The first `count` image ids from `start` whose segmentation shows `names` (≥ min_pixels)."""
+    found: list[int] = []
+    for first in range(start, start + search, 64):
+        ids = [i for i in range(first, min(first + 64, start + search)) if i not in exclude]
+        masks = label_masks(generator, segmenter, ids, names, seed)
+        found += [i for i, m in zip(ids, masks) if m.sum() >= min_pixels]
+        if len(found) >= count:
+            return found[:count]
+    raise EditSpecError(f"only {len(found)} of images {start}..{start + search - 1} show {names!r} "
+                        f"(≥ {min_pixels} px); need {count}. Lower the count or search more images.")
+
+
+def resolve_labels(spec: EditSpec, generator, segmenter) -> EditSpec:
+    """Record a mask for every labelled region (in place), segmenting its generated image."""
+    for where, region in spec.request.named_regions():
+        if region.label is None or region.resolved_mask is not None:
+            continue
+        if segmenter is None:
+            raise EditSpecError(f"{where} names label {region.label!r}, which needs a segmenter for this generator "
+                                f"(metrics.segmenter); paint a mask instead")
+        mask = label_masks(generator, segmenter, [region.image_id], region.label, spec.seed)[0]
+        if mask.sum() == 0:
+            raise MaskError(f"{where}: the segmenter finds no {region.label!r} in image {region.image_id}; choose "
+                            f"another image id")
+        region.resolved_mask = encode_mask(mask)
+    return spec
+
+
+def _resolve(region: Region, where: str, spec: EditSpec) -> ResolvedRegion:
+    return ResolvedRegion(region.image_id, region.load_mask(spec.base_dir, origin=where), where)
+
+
+def resolve_request(spec: EditSpec, generator, segmenter=None) -> ResolvedRequest:
+    """Masks of every region of the spec as tensors; labelled regions resolved with the segmenter."""
+    resolve_labels(spec, generator, segmenter)
+    request = spec.request
+    context = [_resolve(r, f"request.context[{i}]", spec) for i, r in enumerate(request.context)]
+    copy = _resolve(request.copy, "request.copy", spec) if request.copy is not None else None
+    paste = _resolve(request.paste, "request.paste", spec) if request.paste is not None else None
+    if not context:
+        # Original requests without context use the paste region as the context (as the original did).
+        context = [paste if paste is not None else None]
+        if context[0] is None:
+            raise EditSpecError("the request has neither context regions nor a paste region")
+    return ResolvedRequest(context, copy, paste, request.erase, request.drank)

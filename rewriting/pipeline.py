@@ -1,0 +1,201 @@
+"""One run, step by step: config → generator → edit spec → second moment → rewrite → outputs → metrics.
+
+`run(cfg)` is what `python run.py` calls; tests and notebooks call it with a composed config.
+Nothing is written until the edit has succeeded; every file is written atomically.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .atomic import atomic_path, write_json
+from .deltas import package_version, save_delta
+from .edits.config import spec_from_config
+from .edits.resolve import generated_images, label_indices
+from .edits.spec import spec_hash
+from .errors import RewritingError
+from .features import layer_values, noise_for, trace_layer
+from .lightning_compat import pl
+from .models.checkpoints import save_stylegan2
+from .models.download import sha256_file
+from .rewrite import RewriteResult, rewrite
+from .statistics import latents_for_statistics, second_moment
+from .visualize import image_grid, outline
+
+log = logging.getLogger("rewriting")
+
+
+def device_for(trainer_config) -> torch.device:
+    accelerator = str(trainer_config.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RewritingError("trainer=gpu asks for CUDA, but no GPU is visible; use trainer=cpu or trainer=auto")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def load_segmenter(metrics_config, generator):
+    """The segmenter for label masks and edit success: the domain's (auto), none, or a _target_."""
+    choice = metrics_config.get("segmenter", "auto")
+    if choice is None or choice is False:
+        return None
+    if isinstance(choice, str):
+        if choice != "auto":
+            raise RewritingError(f"metrics.segmenter={choice!r}: use auto, null or a config with _target_")
+        if getattr(generator, "name", None) != "toytown":
+            return None
+        from .toytown.segmenter import load_segmenter as load_toytown_segmenter
+        return load_toytown_segmenter(device=next(generator.parameters()).device)
+    return instantiate(choice)
+
+
+def make_logger(logger_config):
+    if logger_config is None or logger_config.get("_target_") is None:
+        return None
+    return instantiate(logger_config)
+
+
+@torch.no_grad()
+def heldout_change(generator_before, generator_after, layer: int, count: int, seed: int) -> dict:
+    """Relative L1 change of the layer's output on held-out images (keys the edit never saw)."""
+    if count <= 0:
+        return {}
+    device = next(generator_before.parameters()).device
+    z = latents_for_statistics(generator_before.z_dim, count, seed + 7919).to(device)
+    trace = trace_layer(generator_before, z, layer, noise_for(generator_before, count, seed=seed, device=device))
+    edited = layer_values(generator_before, layer, trace, generator_after.layer(layer).weight)
+    change = (edited - trace.values).abs().mean() / trace.values.abs().mean().clamp_min(1e-12)
+    return {"heldout_relative_change": change.item(), "heldout_images": count}
+
+
+def before_after_picture(generator_before, generator_after, request, spec, samples_config) -> "Image":
+    """Row 1 unedited, row 2 edited: the paste target, the context images, then seeded samples."""
+    ids = []
+    masks = []
+    for region in ([request.paste] if request.paste is not None else []) + list(request.context[:3]):
+        if region is not None and region.image_id not in ids:
+            ids.append(region.image_id)
+            masks.append(region.mask)
+    device = next(generator_before.parameters()).device
+    rows = []
+    for generator in (generator_before, generator_after):
+        request_images = generated_images(generator, ids, spec.seed)
+        size = request_images.shape[-1]
+        from .edits.masks import resize_mask
+        resized = torch.stack([resize_mask(m, (size, size)) for m in masks]).to(device)
+        request_images = outline(request_images, resized)
+        z = latents_for_statistics(generator.z_dim, samples_config.count, samples_config.seed + 104729).to(device)
+        samples = generator(z, noise=noise_for(generator, z.shape[0], seed=samples_config.seed, device=device))
+        rows.append(torch.cat([request_images, samples]))
+    scale = max(1, 128 // rows[0].shape[-1])
+    return image_grid(rows, scale=scale)
+
+
+def evaluate(generator_before, generator_after, cfg, edit_config, segmenter) -> dict:
+    metrics_config = cfg.metrics
+    if int(metrics_config.num_samples) <= 0:
+        return {}
+    from .metrics.evaluate import evaluate_edit
+    names = lambda key: (list(edit_config.get(key)) if edit_config.get(key) else None)  # noqa: E731
+    source, target, erased = names("source"), names("target"), names("erase_classes")
+    features = None
+    if segmenter is not None and metrics_config.get("segmenter_fid", False):
+        from .toytown.segmenter import SegmenterFeatures
+        features = SegmenterFeatures(segmenter)
+    return evaluate_edit(
+        generator_before, generator_after, num_samples=int(metrics_config.num_samples),
+        batch_size=int(metrics_config.batch_size), seed=int(metrics_config.seed), segmenter=segmenter,
+        source=label_indices(segmenter, source) if (segmenter is not None and source) else None,
+        target=label_indices(segmenter, target) if (segmenter is not None and target) else None,
+        erase=label_indices(segmenter, erased) if (segmenter is not None and erased) else None,
+        lpips_net=metrics_config.get("lpips"), fid_features=features,
+        inception_fid=bool(metrics_config.get("inception_fid", False)), progress=bool(cfg.progress))
+
+
+def run(cfg: DictConfig) -> dict:
+    """Perform one edit as configured; returns the metrics written to metrics.json."""
+    out_dir = Path(cfg.output_dir)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    device = device_for(cfg.trainer)
+    started = time.perf_counter()
+
+    generator = instantiate(cfg.generator, device=device)
+    generator.checkpoint_sha256 = sha256_file(generator.checkpoint_path)
+    segmenter = load_segmenter(cfg.metrics, generator)
+    method = instantiate(cfg.method)
+    spec = spec_from_config(cfg.edit, generator, segmenter)
+    layer = cfg.layer if cfg.layer is not None else spec.layer
+    if layer is None:
+        raise RewritingError(f"no layer for edit {spec.name!r}: pass layer=N (valid: "
+                             f"{generator.layer_numbers[0]}..{generator.layer_numbers[-1]})")
+    layer = int(layer)
+    generator.layer(layer)
+    spec.generator = {"name": getattr(generator, "name", None), "path": str(generator.checkpoint_path),
+                      "sha256": generator.checkpoint_sha256}
+    spec.layer, spec.rank = layer, method.rank
+    spec.method = method.describe()
+
+    statistics = second_moment(generator, layer, int(cfg.statistics.num_samples), int(cfg.statistics.seed),
+                               int(cfg.statistics.batch_size), cache_dir=cfg.statistics.cache_dir,
+                               progress=bool(cfg.progress))
+    logger = make_logger(cfg.logger)
+    unedited = copy.deepcopy(generator)
+    trainer_options = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()}
+    trainer_options.update({"logger": logger if logger is not None else False,
+                            "enable_progress_bar": bool(cfg.progress), "log_every_n_steps": 10})
+    result: RewriteResult = rewrite(generator, spec, method, layer, second_moment=statistics,
+                                    segmenter=segmenter, trainer_options=trainer_options,
+                                    progress=bool(cfg.progress))
+    request = result.request
+
+    metrics = {
+        "edit": spec.name, "layer": layer, "method": method.describe(), "rank": method.rank,
+        "initial_loss": result.fit.initial_loss, "final_loss": result.fit.final_loss,
+        "loss_drop": 1 - result.fit.final_loss / max(result.fit.initial_loss, 1e-12),
+        "edit_seconds": result.edit_seconds, "second_moment_seconds": statistics.seconds,
+        "second_moment_from_cache": statistics.from_cache, "second_moment_vectors": statistics.count,
+        "delta_norm": result.delta.norm().item(),
+        "weight_relative_change": (result.delta.norm() / unedited.layer(layer).weight.norm()).item(),
+    }
+    if result.erased_units:
+        metrics["erased_units"] = result.erased_units
+    metrics.update(heldout_change(unedited, generator, layer, int(cfg.metrics.get("heldout_images", 16)),
+                                  int(cfg.metrics.seed)))
+    metrics.update(evaluate(unedited, generator, cfg, cfg.edit, segmenter))
+    picture = before_after_picture(unedited, generator, request, spec, cfg.samples)
+    provenance = {"package_version": package_version(), "checkpoint_sha256": generator.checkpoint_sha256,
+                  "checkpoint": str(generator.checkpoint_path), "edit_spec_sha256": spec_hash(spec),
+                  "config": OmegaConf.to_container(cfg, resolve=True), "total_seconds": time.perf_counter() - started}
+    metrics["provenance"] = provenance
+
+    # Everything is computed: only now write, each file atomically.
+    save_delta(out_dir / "delta.safetensors", result.delta_tensors(), {
+        "base_sha256": generator.checkpoint_sha256, "layer": layer, "rank": method.rank,
+        "edit_spec_sha256": provenance["edit_spec_sha256"], "method": method.name, "edit": spec.name,
+        "family": generator.family, "weight_name": result.weight_name})
+    spec.save(out_dir / "edit.json")
+    if cfg.save_edited_generator:
+        if generator.family == "stylegan2":
+            save_stylegan2(generator.cpu(), out_dir / "edited_generator.pt",
+                           extra={"rewriting": {"base_sha256": generator.checkpoint_sha256, "layer": layer,
+                                                "edit": spec.name, "package_version": package_version()}})
+        else:
+            from .models.proggan import save_proggan
+            save_proggan(generator.cpu(), out_dir / "edited_generator.pt")
+    with atomic_path(out_dir / "before_after.png") as temporary:
+        picture.save(temporary, format="PNG")
+    write_json(out_dir / "metrics.json", metrics)
+    if logger is not None:
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        logger.log_metrics(flat)
+        logger.finalize("success")
+    summary = {k: metrics[k] for k in ("edit", "layer", "final_loss", "edit_seconds") if k in metrics}
+    log.info("outputs in %s: %s", out_dir, json.dumps(summary))
+    return metrics

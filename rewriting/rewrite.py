@@ -1,0 +1,115 @@
+"""`rewrite`: one edit request applied to one layer of a generator, step by step.
+
+request → masks → keys/values at the layer → context directions D (whitened by C) → target
+(copy/paste composite or erase) → method fit (ΔW) → ΔW added to the generator (revertible).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .deltas import add_delta
+from .edits.resolve import ResolvedRequest, resolve_request
+from .edits.spec import EditSpec, load_edit, validate_image_ids
+from .edits.targets import (RewriteTarget, context_directions, copy_paste_target, erase_target, masked_keys)
+from .errors import EditSpecError, OptimizationError
+from .features import LayerTrace, noise_for, trace_layer
+from .edits.latents import latents_for_ids
+from .methods.rank_one import ConstrainedRewrite, LayerFit, LayerMethod
+from .statistics import SecondMoment, second_moment as compute_or_load_second_moment
+
+MAX_IMAGE_ID = 10_000_000  # the original sampled ids from a fixed-size table; ours is unbounded but sane
+
+
+@dataclass
+class RewriteResult:
+    spec: EditSpec
+    layer: int
+    weight_name: str
+    delta: torch.Tensor  # in the state-dict shape of `weight_name`
+    directions: torch.Tensor | None  # (r, in)
+    fit: LayerFit
+    second_moment: SecondMoment
+    edit_seconds: float
+    request: ResolvedRequest | None = None
+    erased_units: list[int] = field(default_factory=list)
+
+    def delta_tensors(self) -> dict[str, torch.Tensor]:
+        return {self.weight_name: self.delta}
+
+
+def trace_images(generator, layer: int, image_ids: list[int], seed: int) -> LayerTrace:
+    """Layer traces of the request's images, each with its own reproducible noise."""
+    device = next(generator.parameters()).device
+    z = latents_for_ids(image_ids, generator.z_dim, seed).to(device)
+    traces = [trace_layer(generator, z[i:i + 1], layer, noise_for(generator, 1, seed=image_id, device=device))
+              for i, image_id in enumerate(image_ids)]
+    keys = torch.cat([t.keys for t in traces])
+    values = torch.cat([t.values for t in traces])
+    style = None if traces[0].style is None else torch.cat([t.style for t in traces])
+    noise = traces[0].noise
+    if noise is not None and any(t.noise is not noise for t in traces):
+        noise = torch.cat([t.noise.expand(1, *t.noise.shape[1:]) for t in traces])  # per-image random noise
+    return LayerTrace(keys, style, noise, values)
+
+
+def build_target(generator, layer: int, request: ResolvedRequest, spec: EditSpec, method: LayerMethod,
+                 second_moment: torch.Tensor) -> tuple[RewriteTarget, list[int]]:
+    if request.erase:
+        regions = request.context[: method.context_images] if method.context_images else request.context
+        trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
+        size = max(max(r.mask.shape) for r in regions)
+        from .edits.masks import resize_mask
+        masks = torch.stack([resize_mask(r.mask, (size, size)) for r in regions])
+        target, units = erase_target(generator, layer, trace, masks, second_moment, request.drank,
+                                     method.tight_paste)
+        return target, units.tolist()
+    copy_trace = trace_images(generator, layer, [request.copy.image_id], spec.seed)
+    paste_trace = trace_images(generator, layer, [request.paste.image_id], spec.seed)
+    return copy_paste_target(copy_trace, request.copy.mask, paste_trace, request.paste.mask,
+                             method.tight_paste), []
+
+
+def rewrite(generator, spec: EditSpec | str, method: LayerMethod | None = None, layer: int | None = None,
+            second_moment: SecondMoment | None = None, statistics_samples: int = 1000, statistics_seed: int = 0,
+            statistics_cache: str | None = None, segmenter=None, trainer_options: dict | None = None,
+            apply: bool = True, progress: bool = True) -> RewriteResult:
+    """Fit the edit and (by default) add ΔW to `generator` in place; `revert_deltas` undoes it."""
+    if not isinstance(spec, EditSpec):
+        spec = load_edit(spec)
+    method = method or ConstrainedRewrite()
+    layer = spec.layer if layer is None else layer
+    if layer is None:
+        raise EditSpecError("no layer given: pass layer=N (the paper's numbering) or set it in the edit spec")
+    generator.layer(layer)  # raises LayerError naming the valid range
+    spec.layer = layer
+    validate_image_ids(spec, MAX_IMAGE_ID)
+    started = time.perf_counter()
+    request = resolve_request(spec, generator, segmenter)
+    if second_moment is None:
+        second_moment = compute_or_load_second_moment(generator, layer, statistics_samples, statistics_seed,
+                                                      cache_dir=statistics_cache, progress=progress)
+    started = time.perf_counter() if not second_moment.from_cache else started
+    matrix = second_moment.matrix.to(next(generator.parameters()).device)
+
+    directions = None
+    if method.uses_directions:
+        regions = request.context[: method.context_images] if method.context_images else request.context
+        context_trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
+        keys = [masked_keys(context_trace.keys[i], r.mask) for i, r in enumerate(regions)]
+        directions = context_directions(keys, matrix, method.rank).to(matrix.device)
+    target, units = build_target(generator, layer, request, spec, method, matrix)
+    fit = method.fit(generator, layer, target, directions, trainer_options)
+    if not torch.isfinite(fit.delta).all() or not torch.isfinite(torch.tensor(fit.final_loss)):
+        raise OptimizationError("the rewrite produced a non-finite weight change; lower method.lr. Nothing was "
+                                "written.")
+    weight_name = generator.layer_weight_name(layer)
+    stored = dict(generator.named_parameters())[weight_name]
+    delta = fit.delta.detach().to(stored.dtype).reshape(stored.shape).cpu()
+    result = RewriteResult(spec, layer, weight_name, delta, directions, fit, second_moment,
+                           time.perf_counter() - started, request, units)
+    if apply:
+        add_delta(generator, result.delta_tensors(), label=f"{spec.name} (layer {layer})")
+    return result
