@@ -162,7 +162,7 @@ def main() -> None:
         optimizer.step()
         step += 1
         images_seen += images.shape[0]
-        running_loss = 0.98 * running_loss + 0.02 * float(loss) if step > 1 else float(loss)
+        running_loss = 0.98 * running_loss + 0.02 * float(loss.detach()) if step > 1 else float(loss.detach())
         accuracy = float((logits.argmax(dim=1) == labels).float().mean())
         running_accuracy = 0.98 * running_accuracy + 0.02 * accuracy if step > 1 else accuracy
         now = time.monotonic()

@@ -99,4 +99,11 @@ def spec_from_config(edit_config, generator, segmenter=None) -> EditSpec:
         raise EditSpecError("the edit config has neither `file` nor `request`; pass edit=NAME or edit=PATH.json")
     if spec.layer is None and _get(edit_config, "layer") is not None:
         spec.layer = int(_get(edit_config, "layer"))
+    if _get(edit_config, "erase") and not spec.request.erase:
+        # e.g. the paper's watermark request, recorded with a copy/paste, run as an erase
+        request = spec.request
+        spec.request = EditRequest(context=request.context_regions(), copy=None, paste=request.paste, erase=True,
+                                   drank=int(_get(edit_config, "drank") or 30))
+    elif spec.request.erase and _get(edit_config, "drank") is not None:
+        spec.request.drank = int(_get(edit_config, "drank"))
     return spec

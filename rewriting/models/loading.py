@@ -46,7 +46,7 @@ def load_generator(checkpoint: str | os.PathLike | None = None, truncation: floa
         generator = proggan_from_state_dict(loaded)
     else:
         raise CheckpointError(f"generator.family={family!r} is unknown: use stylegan2, proggan or auto")
-    if size is not None and generator.size != size:
+    if size is not None and checkpoint is None and generator.size != size:
         raise CheckpointError(f"checkpoint {str(path)!r} holds a {generator.size}-px generator but the config "
                               f"says size {size}; fix generator.size or the checkpoint")
     generator.truncation = float(truncation)
