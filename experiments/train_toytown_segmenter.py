@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-blur", type=float, default=1.2, help="largest blur sigma in pixels")
     parser.add_argument("--save-every", type=float, default=120.0, help="seconds between state saves")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip torch.compile (it costs ~40 s once, then trains ~4x faster on CPU)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -128,6 +131,8 @@ def main() -> None:
         print(f"resumed at step {step}, {spent_seconds / 60:.1f} min spent, next seed {stream.next_seed}")
     budget_seconds = args.minutes * 60
     segmenter = segmenter.to(memory_format=torch.channels_last).train()
+    # The compiled module shares the segmenter's parameters; states and weights are saved from the segmenter.
+    forward = segmenter if args.no_compile else torch.compile(segmenter)
     weights = class_weights(FREQUENCY_IMAGES)
     print("class weights:", {name: round(float(w), 2) for name, w in zip(LABELS, weights)})
     log_path = args.state.parent / "log.jsonl"
@@ -155,7 +160,7 @@ def main() -> None:
             group["lr"] = learning_rate(args.lr, progress)
         images, labels = next(stream)
         images = augment(images, args.clean_share, args.max_blur, generator)
-        logits = segmenter(images.contiguous(memory_format=torch.channels_last))
+        logits = forward(images.contiguous(memory_format=torch.channels_last))
         loss = F.cross_entropy(logits, labels, weight=weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

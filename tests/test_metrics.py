@@ -22,10 +22,11 @@ from rewriting.metrics import (
     load_lpips,
     masked_l1,
     masked_lpips,
+    require_weights,
     source_region,
 )
 from rewriting.models.stylegan2 import StyleGAN2Generator
-from rewriting.toytown.labels import LABEL_INDEX, LABELS
+from rewriting.toytown.labels import LABEL_INDEX
 from rewriting.toytown.renderer import render_seeds
 
 SPIRE, TREE, SKY, BUILDING = (LABEL_INDEX[name] for name in ("spire", "tree", "sky", "building"))
@@ -219,6 +220,15 @@ def test_lpips_without_backbone_weights_names_the_file_the_path_and_the_skip_opt
     assert "metrics.lpips=false" in message
     with pytest.raises(WeightsUnavailableError, match="vgg16-397923af.pth"):
         masked_lpips(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64), net="vgg")
+
+
+def test_require_weights_finds_a_present_file_and_can_reject_a_corrupt_one(empty_torch_home):
+    empty_torch_home.mkdir(parents=True)
+    path = empty_torch_home / "alexnet-owt-7be5be79.pth"
+    path.write_bytes(b"not the alexnet weights")
+    assert require_weights("alex") == path
+    with pytest.raises(WeightsUnavailableError, match="sha256"):
+        require_weights("alex", verify_hash=True)
 
 
 def test_inception_fid_without_weights_names_the_file_and_the_path(empty_torch_home):

@@ -121,3 +121,31 @@ def erase_target(generator, layer: int, trace: LayerTrace, masks: torch.Tensor, 
         else:
             weights[i] = 1.0
     return RewriteTarget(trace, target_values, weights), units
+
+
+def crop_to_loss_region(target: RewriteTarget, kernel_size: int = 3) -> RewriteTarget:
+    """The same loss on fewer positions: keys cut to the loss box plus the conv's reach.
+
+    Exact for 3x3 convs, plain (values at key resolution) or upsampling (values at 2x, after a
+    4-tap blur), because every value inside the box sees only keys inside the cut.
+    """
+    keys, values = target.trace.keys, target.target_values
+    factor = values.shape[-1] // keys.shape[-1]
+    if kernel_size != 3 or factor not in (1, 2) or values.shape[-1] != factor * keys.shape[-1]:
+        return target
+    marked = target.loss_weights.expand(values.shape[0], 1, *values.shape[-2:]).amax(dim=(0, 1)) > 0
+    if not marked.any():
+        return target
+    top, left, bottom, right = bounding_box(marked.float())
+    halo = 1 if factor == 1 else 2
+    key_box = [max(top // factor - halo, 0), max(left // factor - halo, 0),
+               min(-(-bottom // factor) + halo, keys.shape[-2]), min(-(-right // factor) + halo, keys.shape[-1])]
+    value_box = [key_box[0] * factor, key_box[1] * factor, key_box[2] * factor, key_box[3] * factor]
+    rows, columns = slice(value_box[0], value_box[2]), slice(value_box[1], value_box[3])
+    noise = target.trace.noise
+    if noise is not None:
+        noise = noise[..., rows, columns]
+    trace = LayerTrace(keys[..., key_box[0]:key_box[2], key_box[1]:key_box[3]], target.trace.style, noise,
+                       target.trace.values[..., rows, columns])
+    weights = target.loss_weights.expand(values.shape[0], 1, *values.shape[-2:])[..., rows, columns]
+    return RewriteTarget(trace, values[..., rows, columns], weights)

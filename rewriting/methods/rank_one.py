@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from ..edits.targets import RewriteTarget
+from ..edits.targets import RewriteTarget, crop_to_loss_region
 from ..lightning_compat import pl
 from .closed_form import closed_form_lambda, lambda_to_delta
 from .layer_rewrite import LayerRewrite, masked_l1
@@ -27,6 +28,18 @@ def measured_loss(layer_module, target: RewriteTarget, weight: torch.Tensor) -> 
     with torch.no_grad():
         values = layer_module.values_from_keys(target.trace.keys, target.trace.style, target.trace.noise, weight)
         return masked_l1(values, target.target_values, target.loss_weights).item()
+
+
+@contextlib.contextmanager
+def few_threads_for_small_work(size: int, limit: int = 20_000_000):
+    """One CPU thread for small steps: thread hand-offs cost more than they save there."""
+    threads = torch.get_num_threads()
+    if size < limit:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class LayerMethod(abc.ABC):
@@ -92,7 +105,9 @@ class ConstrainedRewrite(LayerMethod):
                 initial = None
         elif self.init not in ("zero", "closed_form"):
             raise ValueError(f"method.init={self.init!r}: use zero or closed_form")
-        task = LayerRewrite(module, target, directions, self.steps, self.lr,
+        # Only the loss box and the conv's reach matter: optimizing on that cut is exact and much faster.
+        cropped = crop_to_loss_region(target, module.weight.shape[-1])
+        task = LayerRewrite(module, cropped, directions, self.steps, self.lr,
                             self.parametrization if self.uses_directions else "free",
                             self.projection_every, initial)
         options = {"accelerator": "auto", "devices": 1, "logger": False, "enable_checkpointing": False,
@@ -101,7 +116,8 @@ class ConstrainedRewrite(LayerMethod):
         options["max_steps"] = self.steps
         device = weight0.device
         trainer = pl.Trainer(**options)
-        trainer.fit(task)
+        with few_threads_for_small_work(cropped.trace.keys.numel() * module.weight.shape[0]):
+            trainer.fit(task)
         task.to(device)  # Lightning moved the layer to its device; the generator stays where it was
         with torch.no_grad():
             delta = task.delta().detach().clone()

@@ -35,7 +35,9 @@ def _class_indices(classes: ClassList, label_names: Sequence[str], what: str) ->
     for item in classes:
         if isinstance(item, str):
             if item not in label_names:
-                raise RewritingError(f"{what} names unknown class {item!r}; the segmenter's classes are {list(label_names)}")
+                raise RewritingError(
+                    f"{what} names unknown class {item!r}; the segmenter's classes are {list(label_names)}"
+                )
             indices.append(label_names.index(item))
         elif not 0 <= int(item) < len(label_names):
             raise RewritingError(f"{what} class index {item} is out of range 0..{len(label_names) - 1}")
@@ -106,7 +108,9 @@ def evaluate_edit(
     if num_samples < 1 or batch_size < 1:
         raise RewritingError(f"num_samples and batch_size must be >= 1; got {num_samples} and {batch_size}")
     if (source is None) != (target is None):
-        raise RewritingError("edit success needs both source and target classes (e.g. source=['spire'], target=['tree'])")
+        raise RewritingError(
+            "edit success needs both source and target classes (e.g. source=['spire'], target=['tree'])"
+        )
     if segmenter is None and (source is not None or erase is not None):
         raise RewritingError("source/target/erase classes need a segmenter (metrics.segmenter) to label the samples")
     if (fid_features is not None or inception_fid) and num_samples < 2:

@@ -74,11 +74,12 @@ def add_images(metric: FrechetInceptionDistance, images: torch.Tensor, reference
 
 
 def fid_value(metric: FrechetInceptionDistance) -> float:
-    """The Fréchet distance between the two accumulated sets; each needs at least 2 images."""
+    """The Fréchet distance between the two accumulated sets (each needs at least 2 images), >= 0."""
     counts = int(metric.real_features_num_samples), int(metric.fake_features_num_samples)
     if min(counts) < 2:
         raise ValueError(f"FID needs at least 2 images in each set; got {counts[0]} and {counts[1]}")
-    return float(metric.compute())
+    # Rounding can leave identical sets a hair below zero (about -1e-9).
+    return max(float(metric.compute()), 0.0)
 
 
 def _fid(metric: FrechetInceptionDistance, images_a: ImageBatches, images_b: ImageBatches, batch_size: int) -> float:

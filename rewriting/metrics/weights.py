@@ -54,7 +54,10 @@ BACKBONE_WEIGHTS: dict[str, BackboneWeights] = {
     "inception": BackboneWeights(
         name="inception",
         used_by="Inception FID (torchmetrics / torch-fidelity)",
-        url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
+        url=(
+            "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+            "weights-inception-2015-12-05-6726825d.pth"
+        ),
         filename="weights-inception-2015-12-05-6726825d.pth",
         sha256_prefix=None,  # torch-fidelity does not check the hash; we have not confirmed what the suffix is
         skip_option="metrics.inception_fid=false",
