@@ -15,7 +15,7 @@ from .atomic import atomic_path
 from .features import layer_keys, noise_for
 from .models.checkpoints import state_dict_sha256
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: random-noise statistics no longer depend on the batch size
 
 
 @dataclass
@@ -31,12 +31,26 @@ def latents_for_statistics(z_dim: int, num_samples: int, seed: int) -> torch.Ten
     return torch.randn(num_samples, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
+def statistics_noise(generator, first: int, count: int, seed: int, mode: str | None,
+                     device: torch.device) -> list[torch.Tensor] | None:
+    """Noise of samples first..first+count-1; random noise is seeded per sample so batching cannot change C."""
+    mode = mode or getattr(generator, "noise_mode", None)
+    if mode != "random":
+        return noise_for(generator, count, seed=seed, mode=mode, device=device)
+    per_sample = [noise_for(generator, 1, seed=seed * 1_000_003 + first + i, mode=mode, device=device)
+                  for i in range(count)]
+    if per_sample[0] is None:  # a generator without noise inputs
+        return None
+    return [torch.cat(layer_noise) for layer_noise in zip(*per_sample)]
+
+
 @torch.no_grad()
 def compute_second_moment(generator, layer: int, num_samples: int = 1000, batch_size: int = 50, seed: int = 0,
                           noise_mode: str | None = None, progress: bool = True,
                           device: torch.device | str | None = None) -> SecondMoment:
     """Streaming float64 E[k kᵀ] over every position of `num_samples` images; memory O(in²)."""
     device = torch.device(device) if device is not None else next(generator.parameters()).device
+    dtype = next(generator.parameters()).dtype
     started = time.perf_counter()
     z_all = latents_for_statistics(generator.z_dim, num_samples, seed)
     total = None
@@ -44,8 +58,8 @@ def compute_second_moment(generator, layer: int, num_samples: int = 1000, batch_
     bar = tqdm(total=num_samples, desc=f"second moment, layer {layer}", unit="img", disable=not progress,
                leave=False)
     for start in range(0, num_samples, batch_size):
-        z = z_all[start:start + batch_size].to(device)
-        noise = noise_for(generator, z.shape[0], seed=seed * 1_000_003 + start, mode=noise_mode, device=device)
+        z = z_all[start:start + batch_size].to(device=device, dtype=dtype)
+        noise = statistics_noise(generator, start, z.shape[0], seed, noise_mode, device)
         keys, _, _ = layer_keys(generator, z, layer, noise)
         flat = keys.permute(0, 2, 3, 1).reshape(-1, keys.shape[1]).double()
         product = flat.t() @ flat

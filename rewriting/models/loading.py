@@ -8,6 +8,7 @@ import torch
 
 from ..errors import CheckpointError
 from .checkpoints import read_checkpoint, stylegan2_from_checkpoint
+from .download import sha256_file
 
 BUNDLED = {"toytown": Path(__file__).resolve().parent.parent / "toytown" / "weights" / "toytown_generator.pt"}
 
@@ -53,6 +54,8 @@ def load_generator(checkpoint: str | os.PathLike | None = None, truncation: floa
     generator.noise_mode = noise_mode
     generator.fused = bool(fused)
     generator.checkpoint_path = str(path)
+    # Recorded so apply_deltas can refuse a delta made for another base checkpoint.
+    generator.checkpoint_sha256 = sha256_file(path)
     generator.name = path.stem if checkpoint else (name or path.stem)
     generator.requires_grad_(False)
     return generator.to(device).eval()
