@@ -11,7 +11,15 @@ from rewriting.edits.masks import encode_mask
 from rewriting.models.checkpoints import estimate_latent_avg, save_stylegan2
 from rewriting.models.stylegan2 import StyleGAN2Generator
 
-REFERENCE_DIR = Path("/work/shared/reference")
+def find_reference_dir() -> Path:
+    """shared/reference beside the checkout (as CI and sessions lay it out), or $REWRITING_REFERENCE."""
+    import os
+    if os.environ.get("REWRITING_REFERENCE"):
+        return Path(os.environ["REWRITING_REFERENCE"])
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+
+
+REFERENCE_DIR = find_reference_dir()
 TINY_CHANNELS = {4: 16, 8: 16, 16: 16, 32: 16}
 
 
@@ -67,9 +75,19 @@ def copy_paste_spec_dict(name: str = "tiny_edit", layer: int | None = None, mask
     }
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny tensor ops on one thread: on a shared, loaded CPU, thread hand-offs cost far more
+    than they save (20x slower here). Restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """/work/shared/reference; tests that need it are skipped where it is absent."""
+    """shared/reference beside the checkout; tests that need it are skipped where it is absent."""
     if not REFERENCE_DIR.is_dir():
         pytest.skip(f"reference data {REFERENCE_DIR} is absent")
     return REFERENCE_DIR

@@ -16,7 +16,7 @@ from rewriting.edits.original_format import import_original
 from rewriting.edits.spec import EditSpec, Region, load_edit
 from rewriting.errors import EditSpecError
 
-REFERENCE_MASKS = Path("/work/shared/reference/masks")
+REFERENCE_MASKS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "masks"
 REQUEST_KEYS = ("key", "object", "paste")
 
 

@@ -17,6 +17,8 @@ from rewriting.models.stylegan2_layers import Blur, Upsample, depthwise_fir, ups
 ROSINALITY = "rosinality/rosinality_tiny32_seed7.pt"
 EXPECTED = "rosinality/rosinality_tiny32_seed7_expected.pt"
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def sample_z(count: int, z_dim: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed))
@@ -232,7 +234,7 @@ def test_fixed_noise_is_reproducible_and_independent_of_batch_position(make_gene
         first, second = generator(z), generator(z)
         alone = generator(z[2:3])
     assert torch.equal(first, second)
-    assert torch.allclose(first[2:3], alone, atol=1e-6)
+    assert torch.allclose(first[2:3], alone, atol=1e-5)
 
 
 def test_random_noise_differs_between_calls(make_generator):
