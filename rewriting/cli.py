@@ -20,10 +20,20 @@ def prepare_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def user_error(error: BaseException | None) -> RewritingError | None:
+    """The RewritingError behind an error, also when Hydra's instantiate wrapped it in its own exception."""
+    while error is not None:
+        if isinstance(error, RewritingError):
+            return error
+        error = error.__cause__
+    return None
+
+
 def report_error(error: BaseException) -> None:
     """Print a user-caused error as one message and exit 2; re-raise anything else."""
-    if isinstance(error, RewritingError):
-        print(f"error: {error}", file=sys.stderr)
+    cause = user_error(error)
+    if cause is not None:
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(2)
     if isinstance(error, KeyboardInterrupt):
         print("interrupted: no output was half-written", file=sys.stderr)

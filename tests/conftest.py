@@ -93,10 +93,22 @@ def reference_dir() -> Path:
     return REFERENCE_DIR
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_generator():
     """Factory of tiny seeded generators: make_generator(size=..., style_dim=..., channels=..., seed=...)."""
     return tiny_generator
+
+
+@pytest.fixture(scope="session")
+def make_spec_dict():
+    """Factory of copy/paste edit specs as JSON-ready dicts (see copy_paste_spec_dict)."""
+    return copy_paste_spec_dict
+
+
+@pytest.fixture(scope="session")
+def make_mask():
+    """Factory of rectangular masks: make_mask(size, top, left, bottom, right)."""
+    return rectangle_mask
 
 
 @pytest.fixture(scope="session")
