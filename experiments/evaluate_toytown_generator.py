@@ -22,6 +22,7 @@ from rewriting.deltas import package_version
 from rewriting.metrics.fid import feature_fid
 from rewriting.metrics.success import label_presence
 from rewriting.models.download import sha256_file
+from rewriting.toytown.labels import LABELS
 from rewriting.toytown.renderer import render_seeds
 from rewriting.toytown.segmenter import SegmenterFeatures, load_segmenter
 from rewriting.visualize import image_grid
@@ -55,8 +56,8 @@ def main() -> None:
     real, _ = render_seeds(list(range(args.samples)))
     real_other, _ = render_seeds(list(range(args.samples, 2 * args.samples)))
 
-    fake_shares = label_presence(segment(segmenter, fake), list(PARTS))
-    real_shares = label_presence(segment(segmenter, real), list(PARTS))
+    fake_shares = label_presence(segment(segmenter, fake), list(LABELS))
+    real_shares = label_presence(segment(segmenter, real), list(LABELS))
     parts = {}
     for part in PARTS:
         relative = abs(fake_shares[part] - real_shares[part]) / max(real_shares[part], 1e-12)

@@ -192,6 +192,7 @@ def main() -> None:
     segmenter = segmenter.to(memory_format=torch.contiguous_format).eval()
     with atomic_path(args.out) as temporary:
         torch.save(segmenter_checkpoint(segmenter), temporary)
+        temporary.chmod(0o644)  # shipped package data: readable by everyone, unlike mkstemp's 0600
     print(f"saved {args.out} after {step} steps ({spent_seconds / 60:.1f} min)")
 
 

@@ -87,6 +87,16 @@ def find_images_with_label(generator, segmenter, names: str | list[str], count: 
                         f"(≥ {min_pixels} px); need {count}. Lower the count or search more images.")
 
 
+def largest_component(mask: torch.Tensor) -> torch.Tensor:
+    """The largest 8-connected region of a binary mask (H, W)."""
+    from scipy import ndimage
+    components, count = ndimage.label(mask.numpy() > 0, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    if count <= 1:
+        return mask
+    sizes = ndimage.sum(mask.numpy() > 0, components, index=range(1, count + 1))
+    return torch.from_numpy(components == 1 + int(sizes.argmax())).to(mask.dtype)
+
+
 def resolve_labels(spec: EditSpec, generator, segmenter) -> EditSpec:
     """Record a mask for every labelled region (in place), segmenting its generated image."""
     for where, region in spec.request.named_regions():
@@ -96,6 +106,8 @@ def resolve_labels(spec: EditSpec, generator, segmenter) -> EditSpec:
             raise EditSpecError(f"{where} names label {region.label!r}, which needs a segmenter for this generator "
                                 f"(metrics.segmenter); paint a mask instead")
         mask = label_masks(generator, segmenter, [region.image_id], region.label, spec.seed)[0]
+        if where == "request.copy":
+            mask = largest_component(mask)  # copy one object (one tree), not every pixel of its class
         if mask.sum() == 0:
             raise MaskError(f"{where}: the segmenter finds no {region.label!r} in image {region.image_id}; choose "
                             f"another image id")

@@ -9,8 +9,15 @@ from .linearization import basis_responses, output_scale, residual
 
 @torch.no_grad()
 def closed_form_lambda(generator, layer: int, target: RewriteTarget, directions: torch.Tensor,
-                       ridge: float = 1e-6) -> torch.Tensor:
-    """Λ (out, r, k, k) minimising the loss-weighted squared residual of the linearized layer."""
+                       ridge: float | None = None) -> torch.Tensor:
+    """Λ (out, r, k, k) minimising the loss-weighted squared residual of the linearized layer.
+
+    ridge (relative to the mean diagonal of each normal matrix): StyleGAN2's linearization holds
+    only near W₀ (demodulation moves with W), so its default keeps the step small; ProGAN's layer is
+    exactly linear and gets a negligible ridge (exact solutions).
+    """
+    if ridge is None:
+        ridge = 0.05 if generator.family == "stylegan2" else 1e-6
     trace = target.trace
     basis = basis_responses(generator, layer, trace, directions).double()  # (n, b, H, W)
     scale = output_scale(generator, layer, trace).double()  # (n, out, H, W)
