@@ -16,8 +16,13 @@ from rewriting.toytown.renderer import (
     render_seeds,
     sample_scenes,
 )
+from rewriting.toytown.segmenter import SegmenterFeatures, ToytownSegmenter, label_mask, load_segmenter
 
 __all__ = [
+    "SegmenterFeatures",
+    "ToytownSegmenter",
+    "label_mask",
+    "load_segmenter",
     "LABELS",
     "LABEL_INDEX",
     "LABEL_COLORS",
