@@ -119,6 +119,17 @@ def evaluate(generator_before, generator_after, cfg, edit_config, segmenter) -> 
         inception_fid=bool(metrics_config.get("inception_fid", False)), progress=bool(cfg.progress))
 
 
+def sweep_objective(metrics: dict, undesired_weight: float) -> dict:
+    """`objective` = success − λ · undesired change (L1), what hyperparameter sweeps maximize; {} if unmeasured."""
+    success = metrics.get("edit_success")
+    if success is None:
+        success = metrics.get("erase_success")
+    undesired = metrics.get("undesired_change_l1")
+    if success is None or undesired is None:
+        return {}
+    return {"objective": success - undesired_weight * undesired, "objective_lambda": undesired_weight}
+
+
 def run(cfg: DictConfig) -> dict:
     """Perform one edit as configured; returns the metrics written to metrics.json."""
     out_dir = Path(cfg.output_dir)
@@ -142,18 +153,26 @@ def run(cfg: DictConfig) -> dict:
     spec.layer, spec.rank = layer, method.rank
     spec.method = method.describe()
 
+    trainer_config = OmegaConf.to_container(cfg.trainer, resolve=True)
+    distributed = trainer_config.pop("distributed", None)  # trainer=ddp: statistics across devices
+    if distributed:
+        distributed = {"accelerator": trainer_config.get("accelerator", "auto"), **distributed}
     statistics = second_moment(generator, layer, int(cfg.statistics.num_samples), int(cfg.statistics.seed),
                                int(cfg.statistics.batch_size), cache_dir=cfg.statistics.cache_dir,
-                               progress=bool(cfg.progress))
+                               progress=bool(cfg.progress), distributed=distributed)
     logger = make_logger(cfg.logger)
     unedited = copy.deepcopy(generator)
-    trainer_options = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()}
+    trainer_options = dict(trainer_config)
     trainer_options.update({"logger": logger if logger is not None else False,
                             "enable_progress_bar": bool(cfg.progress), "log_every_n_steps": 10})
     result: RewriteResult = rewrite(generator, spec, method, layer, second_moment=statistics,
                                     segmenter=segmenter, trainer_options=trainer_options,
                                     progress=bool(cfg.progress))
     request = result.request
+    deltas = result.delta_tensors()
+    originals = dict(unedited.named_parameters())
+    delta_norm = torch.stack([d.norm() for d in deltas.values()]).norm()
+    original_norm = torch.stack([originals[name].detach().cpu().norm() for name in deltas]).norm()
 
     metrics = {
         "edit": spec.name, "layer": layer, "method": method.describe(), "rank": method.rank,
@@ -161,14 +180,17 @@ def run(cfg: DictConfig) -> dict:
         "loss_drop": 1 - result.fit.final_loss / max(result.fit.initial_loss, 1e-12),
         "edit_seconds": result.edit_seconds, "second_moment_seconds": statistics.seconds,
         "second_moment_from_cache": statistics.from_cache, "second_moment_vectors": statistics.count,
-        "delta_norm": result.delta.norm().item(),
-        "weight_relative_change": (result.delta.norm() / unedited.layer(layer).weight.norm()).item(),
+        "delta_norm": delta_norm.item(), "weight_relative_change": (delta_norm / original_norm).item(),
+        "changed_tensors": len(deltas),
     }
+    metrics.update(getattr(result.fit, "notes", {}))
     if result.erased_units:
         metrics["erased_units"] = result.erased_units
-    metrics.update(heldout_change(unedited, generator, layer, int(cfg.metrics.get("heldout_images", 16)),
-                                  int(cfg.metrics.seed)))
+    if set(deltas) == {result.weight_name}:  # the layer's own change on held-out keys means little otherwise
+        metrics.update(heldout_change(unedited, generator, layer, int(cfg.metrics.get("heldout_images", 16)),
+                                      int(cfg.metrics.seed)))
     metrics.update(evaluate(unedited, generator, cfg, cfg.edit, segmenter))
+    metrics.update(sweep_objective(metrics, float(cfg.get("objective_lambda", 10.0))))
     picture = before_after_picture(unedited, generator, request, spec, cfg.samples)
     provenance = {"package_version": package_version(), "checkpoint_sha256": generator.checkpoint_sha256,
                   "checkpoint": str(generator.checkpoint_path), "edit_spec_sha256": spec_hash(spec),

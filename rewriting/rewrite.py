@@ -18,6 +18,7 @@ from .errors import EditSpecError, OptimizationError
 from .features import LayerTrace, noise_for, trace_layer
 from .edits.latents import latents_for_ids
 from .methods.rank_one import ConstrainedRewrite, LayerFit, LayerMethod
+from .methods.request_method import RequestFit, RequestMethod
 from .statistics import SecondMoment, second_moment as compute_or_load_second_moment
 
 MAX_IMAGE_ID = 10_000_000  # the original sampled ids from a fixed-size table; ours is unbounded but sane
@@ -35,9 +36,10 @@ class RewriteResult:
     edit_seconds: float
     request: ResolvedRequest | None = None
     erased_units: list[int] = field(default_factory=list)
+    deltas: dict[str, torch.Tensor] | None = None  # every changed tensor, when a method changes more than the layer
 
     def delta_tensors(self) -> dict[str, torch.Tensor]:
-        return {self.weight_name: self.delta}
+        return dict(self.deltas) if self.deltas is not None else {self.weight_name: self.delta}
 
 
 def trace_images(generator, layer: int, image_ids: list[int], seed: int) -> LayerTrace:
@@ -72,10 +74,10 @@ def build_target(generator, layer: int, request: ResolvedRequest, spec: EditSpec
                              method.tight_paste), []
 
 
-def rewrite(generator, spec: EditSpec | str, method: LayerMethod | None = None, layer: int | None = None,
-            second_moment: SecondMoment | None = None, statistics_samples: int = 1000, statistics_seed: int = 0,
-            statistics_cache: str | None = None, segmenter=None, trainer_options: dict | None = None,
-            apply: bool = True, progress: bool = True) -> RewriteResult:
+def rewrite(generator, spec: EditSpec | str, method: LayerMethod | RequestMethod | None = None,
+            layer: int | None = None, second_moment: SecondMoment | None = None, statistics_samples: int = 1000,
+            statistics_seed: int = 0, statistics_cache: str | None = None, segmenter=None,
+            trainer_options: dict | None = None, apply: bool = True, progress: bool = True) -> RewriteResult:
     """Fit the edit and (by default) add ΔW to `generator` in place; `revert_deltas` undoes it."""
     if not isinstance(spec, EditSpec):
         spec = load_edit(spec)
@@ -95,21 +97,29 @@ def rewrite(generator, spec: EditSpec | str, method: LayerMethod | None = None, 
     matrix = second_moment.matrix.to(next(generator.parameters()).device)
 
     directions = None
-    if method.uses_directions:
-        regions = request.context[: method.context_images] if method.context_images else request.context
-        context_trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
-        keys = [masked_keys(context_trace.keys[i], r.mask) for i, r in enumerate(regions)]
-        directions = context_directions(keys, matrix, method.rank).to(matrix.device)
-    target, units = build_target(generator, layer, request, spec, method, matrix)
-    fit = method.fit(generator, layer, target, directions, trainer_options)
-    if not torch.isfinite(fit.delta).all() or not torch.isfinite(torch.tensor(fit.final_loss)):
+    if isinstance(method, RequestMethod):
+        # Baselines (fine-tune all, unit zeroing) work from the request's images and masks, not from k*, v*.
+        fit = method.fit_request(generator, layer, request, spec, matrix, segmenter, trainer_options)
+        units = fit.units
+    else:
+        if method.uses_directions:
+            regions = request.context[: method.context_images] if method.context_images else request.context
+            context_trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
+            keys = [masked_keys(context_trace.keys[i], r.mask) for i, r in enumerate(regions)]
+            directions = context_directions(keys, matrix, method.rank).to(matrix.device)
+        target, units = build_target(generator, layer, request, spec, method, matrix)
+        fit = method.fit(generator, layer, target, directions, trainer_options)
+    several = fit.deltas if isinstance(fit, RequestFit) and fit.deltas else None
+    changes = list(several.values()) if several else [fit.delta]
+    if not all(torch.isfinite(c).all() for c in changes) or not torch.isfinite(torch.tensor(fit.final_loss)):
         raise OptimizationError("the rewrite produced a non-finite weight change; lower method.lr. Nothing was "
                                 "written.")
     weight_name = generator.layer_weight_name(layer)
     stored = dict(generator.named_parameters())[weight_name]
     delta = fit.delta.detach().to(stored.dtype).reshape(stored.shape).cpu()
+    deltas = {name: change.detach().cpu() for name, change in several.items()} if several else None
     result = RewriteResult(spec, layer, weight_name, delta, directions, fit, second_moment,
-                           time.perf_counter() - started, request, units)
+                           time.perf_counter() - started, request, units, deltas)
     if apply:
         add_delta(generator, result.delta_tensors(), label=f"{spec.name} (layer {layer})")
     return result

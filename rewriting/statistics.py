@@ -45,12 +45,23 @@ def statistics_noise(generator, first: int, count: int, seed: int, mode: str | N
 
 
 @torch.no_grad()
+def key_products(generator, layer: int, z_all: torch.Tensor, start: int, batch_size: int, seed: int,
+                 noise_mode: str | None, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Σ k kᵀ (float64, (in, in)) and the number of key vectors, for samples start..start+batch_size-1."""
+    dtype = next(generator.parameters()).dtype
+    z = z_all[start:start + batch_size].to(device=device, dtype=dtype)
+    noise = statistics_noise(generator, start, z.shape[0], seed, noise_mode, device)
+    keys, _, _ = layer_keys(generator, z, layer, noise)
+    flat = keys.permute(0, 2, 3, 1).reshape(-1, keys.shape[1]).double()
+    return flat.t() @ flat, flat.shape[0]
+
+
+@torch.no_grad()
 def compute_second_moment(generator, layer: int, num_samples: int = 1000, batch_size: int = 50, seed: int = 0,
                           noise_mode: str | None = None, progress: bool = True,
                           device: torch.device | str | None = None) -> SecondMoment:
     """Streaming float64 E[k kᵀ] over every position of `num_samples` images; memory O(in²)."""
     device = torch.device(device) if device is not None else next(generator.parameters()).device
-    dtype = next(generator.parameters()).dtype
     started = time.perf_counter()
     z_all = latents_for_statistics(generator.z_dim, num_samples, seed)
     total = None
@@ -58,14 +69,10 @@ def compute_second_moment(generator, layer: int, num_samples: int = 1000, batch_
     bar = tqdm(total=num_samples, desc=f"second moment, layer {layer}", unit="img", disable=not progress,
                leave=False)
     for start in range(0, num_samples, batch_size):
-        z = z_all[start:start + batch_size].to(device=device, dtype=dtype)
-        noise = statistics_noise(generator, start, z.shape[0], seed, noise_mode, device)
-        keys, _, _ = layer_keys(generator, z, layer, noise)
-        flat = keys.permute(0, 2, 3, 1).reshape(-1, keys.shape[1]).double()
-        product = flat.t() @ flat
+        product, vectors = key_products(generator, layer, z_all, start, batch_size, seed, noise_mode, device)
         total = product if total is None else total + product
-        count += flat.shape[0]
-        bar.update(z.shape[0])
+        count += vectors
+        bar.update(min(batch_size, num_samples - start))
     bar.close()
     return SecondMoment(total / count, count, time.perf_counter() - started)
 
@@ -87,8 +94,13 @@ def default_cache_dir() -> Path:
 
 def second_moment(generator, layer: int, num_samples: int = 1000, seed: int = 0, batch_size: int = 50,
                   noise_mode: str | None = None, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = True, use_cache: bool = True) -> SecondMoment:
-    """C at `layer`, loaded from the disk cache when every input it depends on is unchanged."""
+                  progress: bool = True, use_cache: bool = True,
+                  distributed: dict | None = None) -> SecondMoment:
+    """C at `layer`, loaded from the disk cache when every input it depends on is unchanged.
+
+    distributed: Lightning Trainer options (e.g. strategy="ddp_spawn", devices=4) to split the
+    computation across devices; the cached result is the same either way.
+    """
     key = cache_key(generator, layer, num_samples, seed, noise_mode)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir or default_cache_dir()) / f"second_moment_layer{layer}_{digest}.pt"
@@ -99,7 +111,11 @@ def second_moment(generator, layer: int, num_samples: int = 1000, seed: int = 0,
                 return SecondMoment(stored["matrix"], int(stored["count"]), float(stored["seconds"]), True)
         except Exception:
             pass  # a corrupt or foreign file is recomputed and replaced
-    result = compute_second_moment(generator, layer, num_samples, batch_size, seed, noise_mode, progress)
+    if distributed:
+        from .statistics_distributed import distributed_second_moment
+        result = distributed_second_moment(generator, layer, num_samples, batch_size, seed, noise_mode, distributed)
+    else:
+        result = compute_second_moment(generator, layer, num_samples, batch_size, seed, noise_mode, progress)
     if use_cache:
         with atomic_path(path) as temporary:
             torch.save({"key": json.dumps(key, sort_keys=True), "matrix": result.matrix.cpu(),

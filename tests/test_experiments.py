@@ -1,0 +1,136 @@
+"""The paper-table scripts (experiments/) in reduced settings, their configs, and the Optuna sweep."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "conf"
+sys.path.insert(0, str(ROOT / "experiments"))  # the scripts import their shared helpers by name
+
+import layer_sweep  # noqa: E402
+import method_comparison  # noqa: E402
+import watermark_removal  # noqa: E402
+from paper_tables import metric_cell  # noqa: E402
+
+# Small enough for seconds per run; the second moment is shared by every test through one scratch folder.
+QUICK = ["statistics.num_samples=100", "samples.count=2", "metrics.heldout_images=2"]
+
+
+@pytest.fixture(scope="module")
+def toytown_segmenter():
+    from rewriting.errors import CheckpointError
+    from rewriting.toytown.segmenter import load_segmenter
+    try:
+        return load_segmenter()
+    except CheckpointError:
+        pytest.skip("the Toytown segmenter weights are not there yet")
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("experiment_runs")
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+def test_scaled_dranks_keep_the_papers_share_of_the_layer():
+    assert watermark_removal.scaled_dranks(512) == [30, 60]
+    assert watermark_removal.scaled_dranks(128) == [8, 15]
+    assert watermark_removal.scaled_dranks(8) == [1, 1]
+
+
+def test_best_layer_maximizes_the_mean_objective():
+    grouped = {("e", 5): [{"objective": 0.2}, {"objective": 0.4}], ("e", 6): [{"objective": 0.35}],
+               ("f", 3): [{"objective": -1.0}]}
+    assert layer_sweep.best_layers(grouped) == {"e": 6, "f": 3}
+
+
+def test_claim_lines_say_whether_ours_beats_the_baseline():
+    runs = [{"edit": "spire_to_tree", "method_name": "rank_one", "edit_success": 0.6, "undesired_change_l1": 0.01},
+            {"edit": "spire_to_tree", "method_name": "finetune_all", "edit_success": 0.3, "undesired_change_l1": 0.02},
+            {"edit": "dome_to_tree", "method_name": "rank_one", "edit_success": 0.2, "undesired_change_l1": 0.01},
+            {"edit": "dome_to_tree", "method_name": "finetune_all", "edit_success": 0.3,
+             "undesired_change_l1": 0.02}]
+    first, second = method_comparison.claim_lines(runs)
+    assert first.startswith("- spire_to_tree") and "claim holds" in first
+    assert second.startswith("- dome_to_tree") and "not higher" in second and "does not hold" in second
+
+
+def test_metric_cells_report_absent_weights_instead_of_a_number():
+    assert metric_cell([{"m": "weights absent: alexnet.pth"}], "m") == "weights absent"
+    assert metric_cell([{"m": 0.5}, {"m": 0.7}], "m", 2) == "0.60 ± 0.14"
+    assert metric_cell([{"m": None}], "m") == "—"
+
+
+def test_experiment_and_sweep_configs_compose():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        optuna = compose("config", overrides=["hparams_search=rank_one_optuna"], return_hydra_config=True)
+        sweep = compose("config", overrides=["experiment=layer_sweep"], return_hydra_config=True)
+        comparison = compose("config", overrides=["experiment=method_comparison", "seed=2"])
+    assert optuna.optimized_metric == "objective" and optuna.objective_lambda == 10.0
+    assert optuna.hydra.sweeper._target_.endswith("OptunaSweeper") and optuna.hydra.sweeper.direction == "maximize"
+    assert set(optuna.hydra.sweeper.params) == {"method.lr", "method.steps", "method.rank", "layer"}
+    assert sweep.hydra.sweeper.params.layer == "3,4,5,6,7,8" and sweep.edit.name == "spire_to_tree"
+    assert comparison.edit.seed == 2
+
+
+def test_method_comparison_writes_its_table(toytown_segmenter, scratch, tmp_path):
+    out = tmp_path / "comparison"
+    method_comparison.main(["--samples", "8", "--seeds", "1", "--edits", "spire_to_tree", "--methods", "rank_one",
+                            "finetune_all", "--out", str(out), "--scratch", str(scratch), *QUICK, "method.steps=20"])
+    rows = read_csv(out / "table.csv")
+    assert [(r["edit"], r["method"]) for r in rows] == [("spire_to_tree", "rank_one"),
+                                                        ("spire_to_tree", "finetune_all")]
+    assert 0 <= float(rows[0]["edit_success_mean"]) <= 1 and float(rows[0]["undesired_change_l1_mean"]) >= 0
+    table = (out / "table.md").read_text()
+    assert "| spire_to_tree | rank_one |" in table and "masked LPIPS" in table
+    assert (out / "plot.png").stat().st_size > 1000 and len(read_csv(out / "runs.csv")) == 2
+
+
+def test_erase_table_writes_before_and_after_shares(toytown_segmenter, scratch, tmp_path):
+    # erase_windows: windows are common, so its request resolves fast; the watermark runs the same code
+    out = tmp_path / "erase"
+    watermark_removal.main(["--edit", "erase_windows", "--samples", "8", "--seeds", "1", "--dranks", "4", "--out",
+                            str(out), "--scratch", str(scratch), *QUICK])
+    rows = read_csv(out / "table.csv")
+    assert [r["method"] for r in rows] == ["no edit", "rank_one", "unit_zeroing"]
+    before = float(rows[0]["showing_before_mean"])
+    assert all(float(r["showing_before_mean"]) == before for r in rows)  # one metric sample for every row
+    assert 0 < before <= 1 and 0 <= float(rows[2]["showing_after_mean"]) <= 1
+    table = (out / "table.md").read_text()
+    assert "| unit_zeroing | 4 |" in table and "showing a window" in table
+
+
+def test_layer_sweep_writes_its_table_and_names_a_best_layer(toytown_segmenter, scratch, tmp_path):
+    out = tmp_path / "sweep"
+    layer_sweep.main(["--samples", "8", "--layers", "5", "6", "--out", str(out), "--scratch", str(scratch), *QUICK,
+                      "method.steps=50"])
+    rows = read_csv(out / "table.csv")
+    assert [int(r["layer"]) for r in rows] == [5, 6]
+    table = (out / "table.md").read_text()
+    assert "Best layer per edit" in table and "**best**" in table
+    assert (out / "plot.png").is_file()
+
+
+def test_two_trial_optuna_sweep_runs_and_reports_the_best_objective(toytown_segmenter, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    command = [sys.executable, "run.py", "hparams_search=rank_one_optuna", "hydra.sweeper.n_trials=2",
+               "hydra.sweeper.sampler.n_startup_trials=2", f"hydra.sweep.dir={sweep_dir}", "metrics.num_samples=8",
+               "metrics.segmenter_fid=false", "metrics.lpips=null", f"statistics.cache_dir={tmp_path / 'statistics'}",
+               "statistics.num_samples=100", "samples.count=2", "trainer=cpu"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert set(results["best_params"]) == {"method.lr", "method.steps", "method.rank", "layer"}
+    assert isinstance(results["best_value"], float)
+    assert len(list(sweep_dir.glob("*/metrics.json"))) == 2
