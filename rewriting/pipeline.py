@@ -98,7 +98,7 @@ def before_after_picture(generator_before, generator_after, request, spec, sampl
     return image_grid(rows, scale=scale)
 
 
-def evaluate(generator_before, generator_after, cfg, edit_config, segmenter) -> dict:
+def evaluate(generator_before, generator_after, cfg, edit_config, segmenter, distributed=None) -> dict:
     metrics_config = cfg.metrics
     if int(metrics_config.num_samples) <= 0:
         return {}
@@ -116,7 +116,8 @@ def evaluate(generator_before, generator_after, cfg, edit_config, segmenter) -> 
         target=label_indices(segmenter, target) if (segmenter is not None and target) else None,
         erase=label_indices(segmenter, erased) if (segmenter is not None and erased) else None,
         lpips_net=metrics_config.get("lpips"), fid_features=features,
-        inception_fid=bool(metrics_config.get("inception_fid", False)), progress=bool(cfg.progress))
+        inception_fid=bool(metrics_config.get("inception_fid", False)), progress=bool(cfg.progress),
+        distributed=distributed)
 
 
 def sweep_objective(metrics: dict, undesired_weight: float) -> dict:
@@ -154,7 +155,7 @@ def run(cfg: DictConfig) -> dict:
     spec.method = method.describe()
 
     trainer_config = OmegaConf.to_container(cfg.trainer, resolve=True)
-    distributed = trainer_config.pop("distributed", None)  # trainer=ddp: statistics across devices
+    distributed = trainer_config.pop("distributed", None)  # trainer=ddp: statistics and metrics across devices
     if distributed:
         distributed = {"accelerator": trainer_config.get("accelerator", "auto"), **distributed}
     statistics = second_moment(generator, layer, int(cfg.statistics.num_samples), int(cfg.statistics.seed),
@@ -189,7 +190,7 @@ def run(cfg: DictConfig) -> dict:
     if set(deltas) == {result.weight_name}:  # the layer's own change on held-out keys means little otherwise
         metrics.update(heldout_change(unedited, generator, layer, int(cfg.metrics.get("heldout_images", 16)),
                                       int(cfg.metrics.seed)))
-    metrics.update(evaluate(unedited, generator, cfg, cfg.edit, segmenter))
+    metrics.update(evaluate(unedited, generator, cfg, cfg.edit, segmenter, distributed))
     metrics.update(sweep_objective(metrics, float(cfg.get("objective_lambda", 10.0))))
     picture = before_after_picture(unedited, generator, request, spec, cfg.samples)
     provenance = {"package_version": package_version(), "checkpoint_sha256": generator.checkpoint_sha256,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,17 @@ def test_two_trial_optuna_sweep_runs_and_reports_the_best_objective(toytown_segm
     assert set(results["best_params"]) == {"method.lr", "method.steps", "method.rank", "layer"}
     assert isinstance(results["best_value"], float)
     assert len(list(sweep_dir.glob("*/metrics.json"))) == 2
+
+
+def test_precision_check_measures_bf16_against_float32(tiny_checkpoint, tmp_path):
+    out = tmp_path / "precision.json"
+    command = [sys.executable, "experiments/precision_check.py", "--checkpoint", str(tiny_checkpoint),
+               "--layer", "4", "--images", "8", "--steps", "20", "--device", "cpu", "--out", str(out)]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    fp32, bf16 = report["precisions"]["fp32"], report["precisions"]["bf16"]
+    assert fp32["delta_relative_difference"] == 0 and fp32["image_max_abs_difference"] == 0 and fp32["safe"]
+    # bfloat16 keeps 8 bits of mantissa: the edit and the images must come out measurably different.
+    assert 0 < bf16["delta_relative_difference"] < 1 and bf16["image_max_abs_difference"] > 0
+    assert report["checkpoint_sha256"] and "tf32" not in report["precisions"]  # TF32 is CUDA-only

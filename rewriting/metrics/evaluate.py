@@ -75,6 +75,149 @@ def _weights_absent(name: str, error: WeightsUnavailableError, warnings: list[st
     return f"weights absent: {BACKBONE_WEIGHTS[name].filename}"
 
 
+class EditMetricSums:
+    """Float64 sums over batches of one seeded sample; equal sums give equal metrics, however split.
+
+    Built by `evaluate_edit`'s checks; `add(z)` takes one batch of latents, `sums()` / `load_sums()`
+    expose every accumulated quantity as float64 tensors (what DDP reduces), `results()` the metrics.
+    """
+
+    def __init__(self, generator_before: nn.Module, generator_after: nn.Module, options: dict[str, Any],
+                 example_latent: torch.Tensor) -> None:
+        self.before_model, self.after_model = generator_before, generator_after
+        self.segmenter = options["segmenter"]
+        self.source, self.target, self.erase = options["source"], options["target"], options["erase"]
+        self.label_names = options["label_names"]
+        self.region_classes = self.source if self.source is not None else self.erase
+        self.region_dilate, self.min_pixels = options["region_dilate"], options["min_pixels"]
+        self.lpips_net = options["lpips_net"]
+        self.device = next(generator_before.parameters()).device
+        self.results: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self.lpips_key = (f"{'undesired_change' if self.region_classes is not None else 'whole_image'}"
+                          f"_lpips_{self.lpips_net}")
+        self.lpips_model = options["lpips_model"]
+        if self.lpips_net is None:
+            self.lpips_model = None
+        elif self.lpips_model is None:
+            try:
+                self.lpips_model = load_lpips(self.lpips_net, self.device)
+            except WeightsUnavailableError as error:
+                self.results[self.lpips_key] = _weights_absent(self.lpips_net, error, self.warnings)
+        self.inception_metric = None
+        if options["inception_fid"]:
+            try:
+                self.inception_metric = fid.inception_fid_metric(self.device)
+            except WeightsUnavailableError as error:
+                self.results["inception_fid_edited_vs_unedited"] = _weights_absent("inception", error, self.warnings)
+        self.feature_metric = None
+        if options["fid_features"] is not None:
+            with _fixed_noise(generator_before), torch.no_grad():
+                example = generator_before(example_latent[:1].to(self.device)).float()
+            self.feature_metric = fid.feature_fid_metric(options["fid_features"], example)
+        self.whole_l1, self.outside_l1, self.inside_l1, self.outside_lpips = (
+            MaskedMean(), MaskedMean(), MaskedMean(), MaskedMean())
+        self.counts = {name: 0 for name in ("edit_hits", "edit_total", "erase_hits", "erase_total", "samples")}
+        self.shown_before = torch.zeros(len(self.label_names), dtype=torch.long)
+        self.shown_after = torch.zeros(len(self.label_names), dtype=torch.long)
+
+    @torch.no_grad()
+    def add(self, z: torch.Tensor) -> None:
+        """One batch of latents (n, z_dim) through both generators, with their fixed noise."""
+        with _fixed_noise(self.before_model, self.after_model):
+            z = z.to(self.device)
+            before = self.before_model(z).float()
+            after = self.after_model(z).float()
+        self.counts["samples"] += z.shape[0]
+        distance = l1_map(before, after)
+        self.whole_l1.add(distance, torch.ones_like(distance))
+        keep = torch.ones_like(distance)
+        if self.segmenter is not None:
+            labels_before = self.segmenter.segment(before).to(self.device)
+            labels_after = self.segmenter.segment(after).to(self.device)
+            if self.source is not None:
+                hits, total = edit_success_counts(labels_before, labels_after, self.source, self.target)
+                self.counts["edit_hits"] += int(hits.sum())
+                self.counts["edit_total"] += int(total.sum())
+            if self.erase is not None:
+                hits, total = erase_success_counts(labels_before, labels_after, self.erase)
+                self.counts["erase_hits"] += int(hits.sum())
+                self.counts["erase_total"] += int(total.sum())
+            if self.region_classes is not None:
+                region = source_region(labels_before, self.region_classes, self.region_dilate).to(self.device)
+                keep = 1 - region
+                self.outside_l1.add(distance, keep)
+                self.inside_l1.add(distance, region)
+            self.shown_before += label_presence_counts(labels_before, len(self.label_names), self.min_pixels).cpu()
+            self.shown_after += label_presence_counts(labels_after, len(self.label_names), self.min_pixels).cpu()
+        if self.lpips_model is not None:
+            self.outside_lpips.add(lpips_map(before, after, self.lpips_model).to(self.device), keep)
+        for metric in (self.feature_metric, self.inception_metric):
+            if metric is not None:
+                fid.add_images(metric, before, reference=True)
+                fid.add_images(metric, after, reference=False)
+
+    def _fid_metrics(self) -> dict[str, Any]:
+        return {name: metric for name, metric in (("feature_fid", self.feature_metric),
+                                                   ("inception_fid", self.inception_metric)) if metric is not None}
+
+    def sums(self) -> dict[str, torch.Tensor]:
+        """Every accumulated quantity as a float64 tensor on the CPU (counts are exact below 2**53)."""
+        out = {f"count.{name}": torch.tensor(float(value), dtype=torch.float64) for name, value in self.counts.items()}
+        for name in ("whole_l1", "outside_l1", "inside_l1", "outside_lpips"):
+            mean = getattr(self, name)
+            out[f"{name}.total"] = torch.tensor(mean.total, dtype=torch.float64)
+            out[f"{name}.weight"] = torch.tensor(mean.weight, dtype=torch.float64)
+        out["shown_before"] = self.shown_before.double()
+        out["shown_after"] = self.shown_after.double()
+        for prefix, metric in self._fid_metrics().items():
+            for state in fid.FID_STATES:
+                out[f"{prefix}.{state}"] = getattr(metric, state).detach().double().cpu()
+        return out
+
+    def load_sums(self, sums: dict[str, torch.Tensor]) -> None:
+        """Replace the accumulated quantities by `sums` (e.g. the sums of every rank's `sums()`)."""
+        for name in self.counts:
+            self.counts[name] = int(round(float(sums[f"count.{name}"])))
+        for name in ("whole_l1", "outside_l1", "inside_l1", "outside_lpips"):
+            mean = getattr(self, name)
+            mean.total, mean.weight = float(sums[f"{name}.total"]), float(sums[f"{name}.weight"])
+        self.shown_before = sums["shown_before"].round().long()
+        self.shown_after = sums["shown_after"].round().long()
+        for prefix, metric in self._fid_metrics().items():
+            for state in fid.FID_STATES:
+                current = getattr(metric, state)
+                setattr(metric, state, sums[f"{prefix}.{state}"].to(current.device, current.dtype))
+
+    def results_dict(self) -> dict[str, Any]:
+        """The metrics of everything added (see `evaluate_edit` for the keys)."""
+        results = dict(self.results)
+        counts = self.counts
+        if self.source is not None:
+            results["edit_success"] = _share(counts["edit_hits"], counts["edit_total"])
+        if self.erase is not None:
+            results["erase_success"] = _share(counts["erase_hits"], counts["erase_total"])
+        if self.region_classes is not None:
+            results["undesired_change_l1"] = _json_number(self.outside_l1.value)
+            results["edited_region_l1"] = _json_number(self.inside_l1.value)
+        results["whole_image_l1"] = _json_number(self.whole_l1.value)
+        if self.lpips_model is not None:
+            results[self.lpips_key] = _json_number(self.outside_lpips.value)
+        if self.feature_metric is not None:
+            results["segmenter_fid_edited_vs_unedited"] = fid.fid_value(self.feature_metric)
+        if self.inception_metric is not None:
+            results["inception_fid_edited_vs_unedited"] = fid.fid_value(self.inception_metric)
+        shown_classes = sorted({*(self.source or []), *(self.target or []), *(self.erase or [])})
+        samples = counts["samples"]
+        for index in shown_classes:
+            name = self.label_names[index]
+            results[f"share_showing_{name}_before"] = int(self.shown_before[index]) / samples
+            results[f"share_showing_{name}_after"] = int(self.shown_after[index]) / samples
+        results["num_samples"] = samples
+        results["warnings"] = list(self.warnings)
+        return results
+
+
 def evaluate_edit(
     generator_before: nn.Module,
     generator_after: nn.Module,
@@ -93,6 +236,7 @@ def evaluate_edit(
     inception_fid: bool = False,
     min_pixels: int = 4,
     progress: bool = True,
+    distributed: dict | None = None,
 ) -> dict[str, Any]:
     """Compare unedited and edited generators on one seeded z sample; a flat JSON-able dict of metrics.
 
@@ -103,6 +247,8 @@ def evaluate_edit(
     share_showing_<class>_before / _after, num_samples, seed, metric_seconds, warnings.
     Classes are indices or names from `label_names` (default: the Toytown labels).
     `lpips_model`: an already loaded spatial LPIPS model for `lpips_net` (reused across evaluations).
+    `distributed`: Lightning Trainer options (e.g. strategy="ddp_spawn", devices=4) to split the
+    batches across devices; the float64 sums are all-reduced, so the metrics equal the one-device ones.
     """
     started = time.perf_counter()
     if num_samples < 1 or batch_size < 1:
@@ -120,97 +266,28 @@ def evaluate_edit(
 
         label_names = getattr(segmenter, "label_names", None) or LABELS
     label_names = list(label_names)
-    source = _class_indices(source, label_names, "source") if source is not None else None
-    target = _class_indices(target, label_names, "target") if target is not None else None
-    erase = _class_indices(erase, label_names, "erase") if erase is not None else None
-    region_classes = source if source is not None else erase
-    shown_classes = sorted({*(source or []), *(target or []), *(erase or [])})
-
-    device = next(generator_before.parameters()).device
-    results: dict[str, Any] = {}
-    warnings: list[str] = []
-
-    lpips_key = f"{'undesired_change' if region_classes is not None else 'whole_image'}_lpips_{lpips_net}"
-    if lpips_net is None:
-        lpips_model = None
-    elif lpips_model is None:
-        try:
-            lpips_model = load_lpips(lpips_net, device)
-        except WeightsUnavailableError as error:
-            results[lpips_key] = _weights_absent(lpips_net, error, warnings)
-    inception_metric = None
-    if inception_fid:
-        try:
-            inception_metric = fid.inception_fid_metric(device)
-        except WeightsUnavailableError as error:
-            results["inception_fid_edited_vs_unedited"] = _weights_absent("inception", error, warnings)
-    feature_metric = None
-
-    whole_l1, outside_l1, inside_l1, outside_lpips = MaskedMean(), MaskedMean(), MaskedMean(), MaskedMean()
-    edit_hits = edit_total = erase_hits = erase_total = 0
-    shown_before = torch.zeros(len(label_names), dtype=torch.long)
-    shown_after = torch.zeros(len(label_names), dtype=torch.long)
-
+    options = {
+        "segmenter": segmenter, "label_names": label_names, "region_dilate": region_dilate,
+        "min_pixels": min_pixels, "lpips_net": lpips_net, "lpips_model": lpips_model,
+        "fid_features": fid_features, "inception_fid": inception_fid,
+        "source": _class_indices(source, label_names, "source") if source is not None else None,
+        "target": _class_indices(target, label_names, "target") if target is not None else None,
+        "erase": _class_indices(erase, label_names, "erase") if erase is not None else None,
+    }
     latents = torch.randn(num_samples, generator_before.z_dim, generator=torch.Generator().manual_seed(seed))
-    bar = tqdm(total=num_samples, desc="edit metrics", unit="img", disable=not progress)
-    with _fixed_noise(generator_before, generator_after), torch.no_grad():
+    if distributed:
+        from rewriting.metrics.evaluate_distributed import distributed_edit_metrics
+
+        results = distributed_edit_metrics(generator_before, generator_after, options, latents, batch_size,
+                                           distributed)
+    else:
+        accumulator = EditMetricSums(generator_before, generator_after, options, latents)
+        bar = tqdm(total=num_samples, desc="edit metrics", unit="img", disable=not progress)
         for start in range(0, num_samples, batch_size):
-            z = latents[start : start + batch_size].to(device)
-            before = generator_before(z).float()
-            after = generator_after(z).float()
-            distance = l1_map(before, after)
-            whole_l1.add(distance, torch.ones_like(distance))
-
-            keep = torch.ones_like(distance)
-            if segmenter is not None:
-                labels_before = segmenter.segment(before).to(device)
-                labels_after = segmenter.segment(after).to(device)
-                if source is not None:
-                    hits, total = edit_success_counts(labels_before, labels_after, source, target)
-                    edit_hits, edit_total = edit_hits + int(hits.sum()), edit_total + int(total.sum())
-                if erase is not None:
-                    hits, total = erase_success_counts(labels_before, labels_after, erase)
-                    erase_hits, erase_total = erase_hits + int(hits.sum()), erase_total + int(total.sum())
-                if region_classes is not None:
-                    region = source_region(labels_before, region_classes, region_dilate).to(device)
-                    keep = 1 - region
-                    outside_l1.add(distance, keep)
-                    inside_l1.add(distance, region)
-                shown_before += label_presence_counts(labels_before, len(label_names), min_pixels).cpu()
-                shown_after += label_presence_counts(labels_after, len(label_names), min_pixels).cpu()
-            if lpips_model is not None:
-                outside_lpips.add(lpips_map(before, after, lpips_model).to(device), keep)
-            if fid_features is not None:
-                if feature_metric is None:
-                    feature_metric = fid.feature_fid_metric(fid_features, before)
-                fid.add_images(feature_metric, before, reference=True)
-                fid.add_images(feature_metric, after, reference=False)
-            if inception_metric is not None:
-                fid.add_images(inception_metric, before, reference=True)
-                fid.add_images(inception_metric, after, reference=False)
-            bar.update(z.shape[0])
-    bar.close()
-
-    if source is not None:
-        results["edit_success"] = _share(edit_hits, edit_total)
-    if erase is not None:
-        results["erase_success"] = _share(erase_hits, erase_total)
-    if region_classes is not None:
-        results["undesired_change_l1"] = _json_number(outside_l1.value)
-        results["edited_region_l1"] = _json_number(inside_l1.value)
-    results["whole_image_l1"] = _json_number(whole_l1.value)
-    if lpips_model is not None:
-        results[lpips_key] = _json_number(outside_lpips.value)
-    if feature_metric is not None:
-        results["segmenter_fid_edited_vs_unedited"] = fid.fid_value(feature_metric)
-    if inception_metric is not None:
-        results["inception_fid_edited_vs_unedited"] = fid.fid_value(inception_metric)
-    for index in shown_classes:
-        name = label_names[index]
-        results[f"share_showing_{name}_before"] = int(shown_before[index]) / num_samples
-        results[f"share_showing_{name}_after"] = int(shown_after[index]) / num_samples
-    results["num_samples"] = num_samples
+            accumulator.add(latents[start : start + batch_size])
+            bar.update(min(batch_size, num_samples - start))
+        bar.close()
+        results = accumulator.results_dict()
     results["seed"] = seed
     results["metric_seconds"] = time.perf_counter() - started
-    results["warnings"] = warnings
     return results

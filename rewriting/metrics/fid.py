@@ -18,6 +18,9 @@ from rewriting.metrics.distance import to_unit_range
 from rewriting.metrics.weights import require_weights
 
 ImageBatches = torch.Tensor | Iterable[torch.Tensor]
+# The metric's float64 sums and counts: what a multi-device run adds up across ranks.
+FID_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples",
+              "fake_features_sum", "fake_features_cov_sum", "fake_features_num_samples")
 
 
 def iterate_batches(images: ImageBatches, batch_size: int = 50) -> Iterator[torch.Tensor]:
@@ -52,7 +55,9 @@ def inception_fid_metric(device: torch.device | str = "cpu") -> FrechetInception
     Raises WeightsUnavailableError naming the file and where to put it when the weights are absent.
     """
     path = require_weights("inception")
-    return FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(path)).to(device)
+    # sync_on_compute=False: multi-device runs reduce FID_STATES themselves, exactly once.
+    return FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(path),
+                                     sync_on_compute=False).to(device)
 
 
 def feature_fid_metric(feature_module: nn.Module, example: torch.Tensor) -> FrechetInceptionDistance:
@@ -63,7 +68,8 @@ def feature_fid_metric(feature_module: nn.Module, example: torch.Tensor) -> Frec
     device = next(iter(feature_module.parameters()), example).device
     example = to_unit_range(example[:1].to(device)).clamp(0, 1)
     wrapped = _PooledFeatures(feature_module, example)
-    return FrechetInceptionDistance(feature=wrapped, normalize=True, input_img_size=tuple(example.shape[1:])).to(device)
+    return FrechetInceptionDistance(feature=wrapped, normalize=True, input_img_size=tuple(example.shape[1:]),
+                                     sync_on_compute=False).to(device)
 
 
 def add_images(metric: FrechetInceptionDistance, images: torch.Tensor, reference: bool) -> None:

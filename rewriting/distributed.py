@@ -1,0 +1,69 @@
+"""Work split across devices with Lightning's DDP: each rank takes every world_size-th batch, float64 sums reduced.
+
+Used by the second moment and the edit metrics under `trainer=ddp`. Nothing is padded, so no
+sample counts twice, and the summed result equals the one-device one up to float64 rounding of
+the summation order.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .lightning_compat import pl
+
+
+class ShardedSumTask(pl.LightningModule):
+    """Subclasses implement `add_batch(start)`, `shard_sums()` (name -> float64 tensor) and `finish(sums)`.
+
+    Rank 0 writes `finish(reduced sums)` with torch.save to `result_path`.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, result_path: str) -> None:
+        super().__init__()
+        self.num_samples, self.batch_size, self.result_path = num_samples, batch_size, result_path
+
+    def add_batch(self, start: int) -> None:
+        raise NotImplementedError
+
+    def shard_sums(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def finish(self, sums: dict[str, torch.Tensor]) -> Any:
+        raise NotImplementedError
+
+    def test_dataloader(self):
+        starts = list(range(0, self.num_samples, self.batch_size))
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return DataLoader(starts[rank::world], batch_size=None)
+
+    def test_step(self, start, index):
+        self.add_batch(int(start))
+
+    def on_test_epoch_end(self):
+        reduced = {}
+        for name, value in sorted(self.shard_sums().items()):  # the same order on every rank
+            reduced[name] = self.trainer.strategy.reduce(value.to(self.device, torch.float64), reduce_op="sum").cpu()
+        if self.trainer.global_rank == 0:
+            torch.save(self.finish(reduced), self.result_path)
+
+    def on_test_end(self):
+        # Leave the process group together and explicitly: a rank that exits while the other still
+        # holds gloo connections can abort (seen as SIGABRT in CI) instead of exiting cleanly.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.trainer.strategy.barrier("sharded-sum-done")
+            torch.distributed.destroy_process_group()
+
+
+def run_sharded(task: ShardedSumTask, trainer_options: dict | None) -> Any:
+    """Run `task` under a Lightning Trainer built from `trainer_options`; rank 0's `finish` result."""
+    options = {"accelerator": "auto", "devices": 1, "logger": False, "enable_progress_bar": False,
+               "enable_model_summary": False, "use_distributed_sampler": False}
+    options.update(trainer_options or {})
+    with tempfile.TemporaryDirectory() as folder:
+        task.result_path = str(Path(folder) / "result.pt")
+        pl.Trainer(**options).test(task, verbose=False)
+        return torch.load(task.result_path, weights_only=False)
