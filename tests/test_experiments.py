@@ -56,6 +56,17 @@ def test_best_layer_maximizes_the_mean_objective():
     assert layer_sweep.best_layers(grouped) == {"e": 6, "f": 3}
 
 
+def test_default_layer_is_the_most_successful_within_the_undesired_change_bound():
+    grouped = {("e", 6): [{"edit_success": 0.5, "undesired_change_l1": 0.03}],
+               ("e", 7): [{"edit_success": 0.9, "undesired_change_l1": 0.08}],  # too much collateral change
+               ("e", 8): [{"edit_success": 0.6, "undesired_change_l1": 0.04}, {"edit_success": 0.6,
+                                                                              "undesired_change_l1": 0.05}],
+               ("w", 5): [{"edit_success": None, "erase_success": 0.7, "undesired_change_l1": 0.01}],
+               ("x", 3): [{"edit_success": 0.9, "undesired_change_l1": 0.2}]}
+    assert layer_sweep.default_layers(grouped, max_undesired=0.05) == {"e": 8, "w": 5}
+    assert layer_sweep.default_layers(grouped, max_undesired=0.1) == {"e": 7, "w": 5}
+
+
 def test_claim_lines_say_whether_ours_beats_the_baseline():
     runs = [{"edit": "spire_to_tree", "method_name": "rank_one", "edit_success": 0.6, "undesired_change_l1": 0.01},
             {"edit": "spire_to_tree", "method_name": "finetune_all", "edit_success": 0.3, "undesired_change_l1": 0.02},
