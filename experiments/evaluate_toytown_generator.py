@@ -66,7 +66,8 @@ def main() -> None:
     features = SegmenterFeatures(segmenter)
     report = {
         "command": "python experiments/evaluate_toytown_generator.py" + (
-            f" --samples {args.samples}" if args.samples != 1000 else ""),
+            f" --samples {args.samples}" if args.samples != 1000 else "") + (
+            f" --checkpoint {args.checkpoint}" if args.checkpoint else ""),
         "date": datetime.date.today().isoformat(), "package_version": package_version(),
         "generator_sha256": sha256_file(generator.checkpoint_path), "samples": args.samples,
         "parts": parts, "all_parts_within_25_percent": all(p["within_25_percent"] for p in parts.values()),
