@@ -148,6 +148,14 @@ def test_two_trial_optuna_sweep_runs_and_reports_the_best_objective(toytown_segm
     assert len(list(sweep_dir.glob("*/metrics.json"))) == 2
 
 
+def test_metric_sample_counts_cpu_default_and_paper_setting():
+    from paper_tables import compose_config
+
+    assert compose_config([]).metrics.num_samples >= 500
+    paper = compose_config(["metrics=paper"]).metrics
+    assert paper.num_samples == 10000 and paper.inception_fid is True
+
+
 def test_precision_check_measures_bf16_against_float32(tiny_checkpoint, tmp_path):
     out = tmp_path / "precision.json"
     command = [sys.executable, "experiments/precision_check.py", "--checkpoint", str(tiny_checkpoint),
