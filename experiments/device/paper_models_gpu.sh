@@ -2,9 +2,13 @@
 # StyleGAN2 (512 channels, channel multiplier 2) edited at layer 8, timed by bench.py (second
 # moment over 1,000 images, sampling, edit), then reduced precision measured against float32.
 # Usage on the GPU machine:  OUT=dir [REQUEST=hat_on_horse_ears.json] bash experiments/device/paper_models_gpu.sh
+# (DEVICE=cpu IMAGES=8 STEPS=10 runs the same steps on a CPU, to check the script itself.)
 set -eu
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:?set OUT to a folder for the results}
+DEVICE=${DEVICE:-cuda}
+IMAGES=${IMAGES:-1000}
+STEPS=${STEPS:-400}
 mkdir -p "$OUT"
 nvidia-smi -L || true
 python - "$OUT/random256.pt" <<'PY'
@@ -18,8 +22,8 @@ with torch.no_grad():
 save_stylegan2(generator, sys.argv[1])
 PY
 EDIT=${REQUEST:+--edit $REQUEST}
-python experiments/bench.py --checkpoint "$OUT/random256.pt" --layer 8 --images 1000 --device cuda $EDIT \
-  --out "$OUT/bench_random256_layer8_gpu.json"
-python experiments/precision_check.py --checkpoint "$OUT/random256.pt" --layer 8 --device cuda $EDIT \
-  --out "$OUT/precision_random256_layer8_gpu.json"
+python experiments/bench.py --checkpoint "$OUT/random256.pt" --layer 8 --images "$IMAGES" --device "$DEVICE" \
+  --steps "$STEPS" $EDIT --out "$OUT/bench_random256_layer8_$DEVICE.json"
+python experiments/precision_check.py --checkpoint "$OUT/random256.pt" --layer 8 --device "$DEVICE" \
+  --images "$(( IMAGES < 200 ? IMAGES : 200 ))" --steps "$STEPS" $EDIT --out "$OUT/precision_random256_layer8_$DEVICE.json"
 rm -f "$OUT/random256.pt"
