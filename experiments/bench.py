@@ -34,16 +34,22 @@ def synthetic_request(size: int) -> EditSpec:
     return EditSpec(name="bench", generator={}, rank=1, method={"name": "rank_one"}, request=request)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None)
+def edit_arguments(description: str, images: int, out: str) -> argparse.ArgumentParser:
+    """The options bench.py and precision_check.py share: which generator, layer, edit, device, sizes."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="default: the bundled Toytown generator")
     parser.add_argument("--layer", type=int, default=8)
-    parser.add_argument("--edit", default=None)
+    parser.add_argument("--edit", default=None, help="an edit JSON (default: a synthetic request)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--images", type=int, default=1000, help="images for the second moment")
-    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--images", type=int, default=images, help="images for the second moment")
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser
+
+
+def main() -> None:
+    parser = edit_arguments(__doc__, images=1000, out="bench.json")
+    parser.add_argument("--batch", type=int, default=50)
     args = parser.parse_args()
 
     generator = rewriting.load_generator(args.checkpoint, name=None if args.checkpoint else "toytown",

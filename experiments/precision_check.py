@@ -15,13 +15,11 @@ With no --checkpoint the bundled Toytown generator is used; with no --edit a syn
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -31,7 +29,7 @@ from rewriting.deltas import package_version
 from rewriting.methods.rank_one import ConstrainedRewrite
 from rewriting.statistics import compute_second_moment
 
-from bench import synthetic_request  # experiments/ is the script's folder, so on sys.path
+from bench import edit_arguments, synthetic_request  # experiments/ is on sys.path (the script's folder)
 
 SAFE_DELTA, SAFE_MEAN_IMAGE = 0.01, 1 / 255
 
@@ -63,15 +61,8 @@ def sample(generator, z: torch.Tensor, precision: str, device: str, batch: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--layer", type=int, default=8)
-    parser.add_argument("--edit", default=None)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--images", type=int, default=200, help="images for the second moment")
-    parser.add_argument("--steps", type=int, default=400)
+    parser = edit_arguments(__doc__, images=200, out="precision.json")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("precision.json"))
     args = parser.parse_args()
 
     base = rewriting.load_generator(args.checkpoint, name=None if args.checkpoint else "toytown", device=args.device)

@@ -7,6 +7,7 @@ the summation order.
 from __future__ import annotations
 
 import tempfile
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +17,28 @@ from torch.utils.data import DataLoader
 from .lightning_compat import pl
 
 
-class ShardedSumTask(pl.LightningModule):
-    """Subclasses implement `add_batch(start)`, `shard_sums()` (name -> float64 tensor) and `finish(sums)`.
+class ShardedSumTask(pl.LightningModule, ABC):
+    """A sum over batch starts 0, batch_size, … < num_samples; rank 0 saves `finish(reduced sums)`.
 
-    Rank 0 writes `finish(reduced sums)` with torch.save to `result_path`.
+    `run_sharded` sets `result_path` before the Trainer starts.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, result_path: str) -> None:
+    def __init__(self, num_samples: int, batch_size: int) -> None:
         super().__init__()
-        self.num_samples, self.batch_size, self.result_path = num_samples, batch_size, result_path
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.result_path: str | None = None
 
+    @abstractmethod
     def add_batch(self, start: int) -> None:
-        raise NotImplementedError
+        """Accumulate the batch of samples start … start + batch_size on this rank."""
 
+    @abstractmethod
     def shard_sums(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """This rank's accumulated sums, name -> float64 tensor (the same names on every rank)."""
 
+    @abstractmethod
     def finish(self, sums: dict[str, torch.Tensor]) -> Any:
-        raise NotImplementedError
+        """The result from the sums over all ranks (rank 0 only)."""
 
     def test_dataloader(self):
         starts = list(range(0, self.num_samples, self.batch_size))

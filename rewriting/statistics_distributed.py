@@ -14,7 +14,7 @@ class SecondMomentTask(ShardedSumTask):
 
     def __init__(self, generator, layer: int, num_samples: int, batch_size: int, seed: int,
                  noise_mode: str | None):
-        super().__init__(num_samples, batch_size, result_path="")
+        super().__init__(num_samples, batch_size)
         self.generator = generator
         self.layer, self.seed, self.noise_mode = layer, seed, noise_mode
         self.z_all = latents_for_statistics(generator.z_dim, num_samples, seed)

@@ -79,8 +79,10 @@ class EditMetricSums:
     """Float64 sums over batches of one seeded sample; equal sums give equal metrics, however split.
 
     Built by `evaluate_edit`'s checks; `add(z)` takes one batch of latents, `sums()` / `load_sums()`
-    expose every accumulated quantity as float64 tensors (what DDP reduces), `results()` the metrics.
+    expose every accumulated quantity as float64 tensors (what DDP reduces), `results_dict()` the metrics.
     """
+
+    MEANS = ("whole_l1", "outside_l1", "inside_l1", "outside_lpips")
 
     def __init__(self, generator_before: nn.Module, generator_after: nn.Module, options: dict[str, Any],
                  example_latent: torch.Tensor) -> None:
@@ -92,7 +94,7 @@ class EditMetricSums:
         self.region_dilate, self.min_pixels = options["region_dilate"], options["min_pixels"]
         self.lpips_net = options["lpips_net"]
         self.device = next(generator_before.parameters()).device
-        self.results: dict[str, Any] = {}
+        self.absent_weights: dict[str, str] = {}  # metric key -> "weights absent: FILE"
         self.warnings: list[str] = []
         self.lpips_key = (f"{'undesired_change' if self.region_classes is not None else 'whole_image'}"
                           f"_lpips_{self.lpips_net}")
@@ -103,13 +105,14 @@ class EditMetricSums:
             try:
                 self.lpips_model = load_lpips(self.lpips_net, self.device)
             except WeightsUnavailableError as error:
-                self.results[self.lpips_key] = _weights_absent(self.lpips_net, error, self.warnings)
+                self.absent_weights[self.lpips_key] = _weights_absent(self.lpips_net, error, self.warnings)
         self.inception_metric = None
         if options["inception_fid"]:
             try:
                 self.inception_metric = fid.inception_fid_metric(self.device)
             except WeightsUnavailableError as error:
-                self.results["inception_fid_edited_vs_unedited"] = _weights_absent("inception", error, self.warnings)
+                self.absent_weights["inception_fid_edited_vs_unedited"] = _weights_absent("inception", error,
+                                                                                          self.warnings)
         self.feature_metric = None
         if options["fid_features"] is not None:
             with _fixed_noise(generator_before), torch.no_grad():
@@ -164,7 +167,7 @@ class EditMetricSums:
     def sums(self) -> dict[str, torch.Tensor]:
         """Every accumulated quantity as a float64 tensor on the CPU (counts are exact below 2**53)."""
         out = {f"count.{name}": torch.tensor(float(value), dtype=torch.float64) for name, value in self.counts.items()}
-        for name in ("whole_l1", "outside_l1", "inside_l1", "outside_lpips"):
+        for name in self.MEANS:
             mean = getattr(self, name)
             out[f"{name}.total"] = torch.tensor(mean.total, dtype=torch.float64)
             out[f"{name}.weight"] = torch.tensor(mean.weight, dtype=torch.float64)
@@ -179,7 +182,7 @@ class EditMetricSums:
         """Replace the accumulated quantities by `sums` (e.g. the sums of every rank's `sums()`)."""
         for name in self.counts:
             self.counts[name] = int(round(float(sums[f"count.{name}"])))
-        for name in ("whole_l1", "outside_l1", "inside_l1", "outside_lpips"):
+        for name in self.MEANS:
             mean = getattr(self, name)
             mean.total, mean.weight = float(sums[f"{name}.total"]), float(sums[f"{name}.weight"])
         self.shown_before = sums["shown_before"].round().long()
@@ -191,7 +194,7 @@ class EditMetricSums:
 
     def results_dict(self) -> dict[str, Any]:
         """The metrics of everything added (see `evaluate_edit` for the keys)."""
-        results = dict(self.results)
+        results: dict[str, Any] = dict(self.absent_weights)
         counts = self.counts
         if self.source is not None:
             results["edit_success"] = _share(counts["edit_hits"], counts["edit_total"])

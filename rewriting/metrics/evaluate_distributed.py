@@ -15,26 +15,26 @@ class EditMetricsTask(ShardedSumTask):
 
     def __init__(self, generator_before: nn.Module, generator_after: nn.Module, options: dict[str, Any],
                  latents: torch.Tensor, batch_size: int) -> None:
-        super().__init__(latents.shape[0], batch_size, result_path="")
+        super().__init__(latents.shape[0], batch_size)
         self.generator_before, self.generator_after = generator_before, generator_after
         if isinstance(options.get("segmenter"), nn.Module):
             self.segmenter = options["segmenter"]  # a submodule, so Lightning moves it to the rank's device
         self.options, self.latents = options, latents
-        self.sums = None
+        self.accumulator: EditMetricSums | None = None
 
     def on_test_start(self) -> None:
         # Built here, on the rank's device (LPIPS and FID feature networks included).
-        self.sums = EditMetricSums(self.generator_before, self.generator_after, self.options, self.latents)
+        self.accumulator = EditMetricSums(self.generator_before, self.generator_after, self.options, self.latents)
 
     def add_batch(self, start: int) -> None:
-        self.sums.add(self.latents[start:start + self.batch_size])
+        self.accumulator.add(self.latents[start:start + self.batch_size])
 
     def shard_sums(self) -> dict[str, torch.Tensor]:
-        return self.sums.sums()
+        return self.accumulator.sums()
 
     def finish(self, sums: dict[str, torch.Tensor]) -> dict[str, Any]:
-        self.sums.load_sums(sums)
-        return self.sums.results_dict()
+        self.accumulator.load_sums(sums)
+        return self.accumulator.results_dict()
 
 
 def distributed_edit_metrics(generator_before: nn.Module, generator_after: nn.Module, options: dict[str, Any],
