@@ -8,6 +8,14 @@ Writes, every `--save-every` seconds and at the end, atomically:
   OUT/log.jsonl          losses and throughput
 
 Example (GPU, 6 minutes):  python experiments/train_toytown_generator.py --device cuda --minutes 6 --out runs/a
+
+Part-share fine-tune (`--share-weight`): an adversarial generator drops rare scene kinds (few
+watermarks) and over-draws others. With a weight > 0 the generator loss also matches, per batch,
+the share of samples that the shipped segmenter sees showing each part to the renderer's share:
+the error is the evaluation's hard count over recent batches, its gradient that of a soft count. `--trainable mapping` then moves only
+the mapping network: the synthesis network, and so the look of every image it can draw, stays
+fixed, and only how often each kind of scene is drawn changes -- this keeps the segmenter from
+being fooled by synthesis artefacts.
 """
 from __future__ import annotations
 
@@ -25,7 +33,12 @@ from rewriting.atomic import atomic_path
 from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
 from rewriting.models.stylegan2 import StyleGAN2Generator
 from rewriting.toytown.discriminator import Discriminator
+from rewriting.toytown.labels import LABEL_INDEX
 from rewriting.toytown.renderer import render_seeds
+from rewriting.toytown.segmenter import load_segmenter
+
+SHARE_PARTS = ("spire", "dome", "flat_roof", "window", "tree", "watermark")
+PRESENCE_MIN_PIXELS = 4  # as the evaluation's label_presence: a part shows on more than 4 pixels
 
 GENERATOR_CHANNELS = {4: 256, 8: 256, 16: 128, 32: 128, 64: 64}
 DISCRIMINATOR_CHANNELS = {64: 32, 32: 64, 16: 128, 8: 256, 4: 256}
@@ -48,7 +61,42 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=float, default=60.0, help="seconds between checkpoints")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: only --minutes)")
+    parser.add_argument("--share-target-images", type=int, default=4000,
+                        help="renders whose part shares are the share loss's targets")
+    parser.add_argument("--log-every", type=int, default=100, help="steps between log lines")
+    parser.add_argument("--share-weight", type=float, default=0.0,
+                        help="weight of the part-share matching loss (0: plain adversarial training)")
+    parser.add_argument("--share-scale", type=float, default=20.0,
+                        help="pixels over which the soft part presence saturates")
+    parser.add_argument("--trainable", choices=("all", "mapping"), default="all",
+                        help="which generator weights the generator step updates")
+    parser.add_argument("--mapping-lr-scale", type=float, default=1.0,
+                        help="Adam learning rate of the mapping network relative to --lr")
     return parser.parse_args()
+
+
+def soft_part_presence(logits: torch.Tensor, parts: torch.Tensor, scale: float) -> torch.Tensor:
+    """Segmenter logits (N, L, H, W) -> (N, len(parts)): differentiable "shows the part" in [0, 1).
+
+    Grows with the soft pixel count beyond the evaluation's threshold and saturates over `scale`
+    pixels; unlike a sharp sigmoid it keeps a gradient for images that clearly show (or clearly
+    lack) the part, so whole scenes, not just borderline ones, can move.
+    """
+    pixels = logits.softmax(dim=1)[:, parts].sum(dim=(2, 3))
+    return 1 - torch.exp(-F.softplus(pixels - (PRESENCE_MIN_PIXELS + 0.5)) / scale)
+
+
+@torch.no_grad()
+def rendered_part_shares(segmenter, seeds: list[int], device: torch.device, parts: torch.Tensor) -> torch.Tensor:
+    """(len(parts),): share of rendered images the segmenter sees showing each part (hard count)."""
+    shares = []
+    for start in range(0, len(seeds), 200):
+        images, _ = render_seeds(seeds[start:start + 200], size=64)
+        labels = segmenter.segment(images.to(device))
+        counts = torch.stack([(labels == part).flatten(1).sum(1) for part in parts.tolist()], dim=1)
+        shares.append((counts > PRESENCE_MIN_PIXELS).float())
+    return torch.cat(shares).mean(0)
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
@@ -92,7 +140,16 @@ def main() -> None:
     generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
 
     r1_ratio = args.r1_every / (args.r1_every + 1)
-    g_optim = torch.optim.Adam(generator.parameters(), lr=args.lr, betas=(0.0, 0.99))
+    mapping_parameters = list(generator.style.parameters())
+    mapping_ids = {id(parameter) for parameter in mapping_parameters}
+    synthesis_parameters = [p for p in generator.parameters() if id(p) not in mapping_ids]
+    groups = [{"params": mapping_parameters, "lr": args.lr * args.mapping_lr_scale}]
+    if args.trainable == "all":
+        groups.append({"params": synthesis_parameters})
+    else:
+        for parameter in synthesis_parameters:
+            parameter.requires_grad_(False)
+    g_optim = torch.optim.Adam(groups, lr=args.lr, betas=(0.0, 0.99))
     d_optim = torch.optim.Adam(discriminator.parameters(), lr=args.lr * r1_ratio,
                                betas=(0.0, 0.99 ** r1_ratio))
     ema_beta = 0.5 ** (args.batch / (args.ema_kimg * 1000))
@@ -114,6 +171,18 @@ def main() -> None:
             generator_ema.noise_mode = "fixed"
             save_grid(generator_ema(fixed_z), args.out / "samples.png")
 
+    share_parts = torch.tensor([LABEL_INDEX[part] for part in SHARE_PARTS], device=device)
+    if args.share_weight > 0:
+        segmenter = load_segmenter(device=device).eval().requires_grad_(False)
+        # Target shares from training seeds (disjoint from the evaluation's seeds 0..1999).
+        target_shares = rendered_part_shares(segmenter, list(range(seed_base - args.share_target_images, seed_base)), device, share_parts)
+        print(json.dumps({"target_shares": dict(zip(SHARE_PARTS, [round(v, 3) for v in target_shares.tolist()]))}),
+              flush=True)
+        with torch.no_grad():
+            start_labels = segmenter.segment(generator(torch.randn(256, generator.z_dim, device=device)))
+        counts = torch.stack([(start_labels == part).flatten(1).sum(1) for part in share_parts.tolist()], dim=1)
+        running_shares = (counts > PRESENCE_MIN_PIXELS).float().mean(0)
+
     render_device = device
     try:
         render_seeds([0, 1], size=64, device=device)
@@ -125,7 +194,7 @@ def main() -> None:
     last_save = began
     step = start_step
     seen = 0
-    while time.time() - began < args.minutes * 60:
+    while time.time() - began < args.minutes * 60 and not (args.max_steps and step - start_step >= args.max_steps):
         seeds = range(seed_base + step * args.batch, seed_base + (step + 1) * args.batch)
         real, _ = render_seeds(list(seeds), size=64, device=render_device)
         real = real.to(device)
@@ -149,9 +218,20 @@ def main() -> None:
 
         # Generator step.
         z = torch.randn(args.batch, generator.z_dim, device=device)
-        g_loss = F.softplus(-discriminator(generator(z))).mean()
+        fake = generator(z)
+        g_loss = F.softplus(-discriminator(fake)).mean()
+        share_loss = torch.zeros((), device=device)
+        if args.share_weight > 0:
+            logits = segmenter(fake)
+            with torch.no_grad():
+                counts = logits.argmax(1, keepdim=True).eq(share_parts.view(1, -1, 1, 1)).flatten(2).sum(2)
+                running_shares.lerp_((counts > PRESENCE_MIN_PIXELS).float().mean(0), 0.05)
+            # The error comes from the evaluation's own hard count (averaged over recent batches);
+            # the soft presence only gives its direction in weight space.
+            presence = soft_part_presence(logits, share_parts, args.share_scale)
+            share_loss = ((running_shares - target_shares) * presence.mean(0)).sum()
         g_optim.zero_grad(set_to_none=True)
-        g_loss.backward()
+        (g_loss + args.share_weight * share_loss).backward()
         g_optim.step()
 
         with torch.no_grad():
@@ -159,11 +239,14 @@ def main() -> None:
                 ema_param.lerp_(param, 1 - ema_beta)
         step += 1
         seen += args.batch
-        if step % 100 == 0:
+        if step % args.log_every == 0:
             elapsed = time.time() - began
             record = {"step": step, "seconds": round(elapsed, 1), "images_per_s": round(seen / elapsed, 1),
                       "d_loss": round(d_loss.item(), 4), "g_loss": round(g_loss.item(), 4),
-                      "r1": round(float(r1_value), 4)}
+                      "r1": round(float(r1_value.detach()), 4)}
+            if args.share_weight > 0:
+                record["share_error"] = round((running_shares - target_shares).abs().sum().item(), 4)
+                record["running_shares"] = dict(zip(SHARE_PARTS, [round(v, 3) for v in running_shares.tolist()]))
             print(json.dumps(record), flush=True)
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
@@ -168,3 +169,40 @@ def test_precision_check_measures_bf16_against_float32(tiny_checkpoint, tmp_path
     # bfloat16 keeps 8 bits of mantissa: the edit and the images must come out measurably different.
     assert 0 < bf16["delta_relative_difference"] < 1 and bf16["image_max_abs_difference"] > 0
     assert report["checkpoint_sha256"] and "tf32" not in report["precisions"]  # TF32 is CUDA-only
+
+
+def test_soft_part_presence_follows_the_hard_count_and_has_a_gradient():
+    import train_toytown_generator as training
+    parts = torch.tensor([1])
+    logits = torch.full((2, 3, 8, 8), -10.0)
+    logits[:, 0] = 10.0
+    logits[0, 1, :3, :3] = 20.0  # image 0 shows part 1 on 9 pixels, image 1 on none
+    logits.requires_grad_(True)
+    presence = training.soft_part_presence(logits, parts, scale=2.0)
+    assert presence[0, 0] > 0.85 and presence[1, 0] < 0.01
+    presence.sum().backward()
+    assert logits.grad[0, 1].sum() > 0 and logits.grad[1, 1].sum() > 0  # more part pixels, more presence
+
+
+def test_share_finetune_of_the_mapping_network_leaves_the_synthesis_network_untouched(
+        toytown_segmenter, make_generator, tmp_path):
+    from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
+    start = tmp_path / "start"
+    start.mkdir()
+    save_stylegan2(make_generator(size=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}), start / "generator_ema.pt")
+    out = tmp_path / "out"
+    command = [sys.executable, "experiments/train_toytown_generator.py", "--resume", str(start), "--out", str(out),
+               "--device", "cpu", "--threads", "1", "--batch", "4", "--max-steps", "3", "--minutes", "5",
+               "--share-weight", "50", "--trainable", "mapping", "--mapping-lr-scale", "100",
+               "--share-target-images", "200", "--log-every", "1"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    before = stylegan2_from_checkpoint(read_checkpoint(start / "generator_ema.pt")).state_dict()
+    after = stylegan2_from_checkpoint(read_checkpoint(out / "generator_ema.pt")).state_dict()
+    mapping = [name for name in before if name.startswith("style.")]
+    synthesis = [name for name in before if not name.startswith("style.") and name != "latent_avg"]
+    assert mapping and synthesis
+    assert all(torch.equal(before[name], after[name]) for name in synthesis)
+    assert any(not torch.equal(before[name], after[name]) for name in mapping)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log and all("running_shares" in record and "share_error" in record for record in log)
