@@ -6,6 +6,10 @@ Writes experiments/results/toytown_generator.json (and docs/toytown_samples.png,
   - segmenter FID generated-vs-rendered, beside rendered-vs-rendered (two independent sets).
 
     python experiments/evaluate_toytown_generator.py [--samples 1000] [--checkpoint PATH]
+
+`--latent-seed` and `--render-seed-start` give a validation set disjoint from the reported one
+(latent seed 0, render seeds 0..2*samples-1), for choosing among training checkpoints without
+choosing on the numbers that are then reported.
 """
 from __future__ import annotations
 
@@ -46,15 +50,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--checkpoint", default=None, help="default: the bundled generator")
+    parser.add_argument("--latent-seed", type=int, default=0)
+    parser.add_argument("--render-seed-start", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "experiments/results/toytown_generator.json")
     parser.add_argument("--grid", type=Path, default=ROOT / "docs/toytown_samples.png")
     args = parser.parse_args()
 
     generator = rewriting.load_generator(args.checkpoint, name=None if args.checkpoint else "toytown")
     segmenter = load_segmenter()
-    fake = generated(generator, args.samples, seed=0)
-    real, _ = render_seeds(list(range(args.samples)))
-    real_other, _ = render_seeds(list(range(args.samples, 2 * args.samples)))
+    fake = generated(generator, args.samples, seed=args.latent_seed)
+    first = args.render_seed_start
+    real, _ = render_seeds(list(range(first, first + args.samples)))
+    real_other, _ = render_seeds(list(range(first + args.samples, first + 2 * args.samples)))
 
     fake_shares = label_presence(segment(segmenter, fake), list(LABELS))
     real_shares = label_presence(segment(segmenter, real), list(LABELS))
@@ -67,7 +74,9 @@ def main() -> None:
     report = {
         "command": "python experiments/evaluate_toytown_generator.py" + (
             f" --samples {args.samples}" if args.samples != 1000 else "") + (
-            f" --checkpoint {args.checkpoint}" if args.checkpoint else ""),
+            f" --checkpoint {args.checkpoint}" if args.checkpoint else "") + (
+            f" --latent-seed {args.latent_seed}" if args.latent_seed else "") + (
+            f" --render-seed-start {first}" if first else ""),
         "date": datetime.date.today().isoformat(), "package_version": package_version(),
         "generator_sha256": sha256_file(generator.checkpoint_path), "samples": args.samples,
         "parts": parts, "all_parts_within_25_percent": all(p["within_25_percent"] for p in parts.values()),

@@ -23,6 +23,7 @@ import argparse
 import copy
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -64,11 +65,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: only --minutes)")
     parser.add_argument("--share-target-images", type=int, default=4000,
                         help="renders whose part shares are the share loss's targets")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="also keep every saved EMA generator as OUT/generator_ema_step{N}.pt")
     parser.add_argument("--log-every", type=int, default=100, help="steps between log lines")
     parser.add_argument("--share-weight", type=float, default=0.0,
                         help="weight of the part-share matching loss (0: plain adversarial training)")
     parser.add_argument("--share-scale", type=float, default=20.0,
-                        help="pixels over which the soft part presence saturates")
+                        help="pixels over which the soft part presence saturates (or, for the sigmoid, rises)")
+    parser.add_argument("--share-presence", choices=("saturating", "sigmoid"), default="saturating",
+                        help="form of the soft part presence (see soft_part_presence)")
     parser.add_argument("--trainable", choices=("all", "mapping"), default="all",
                         help="which generator weights the generator step updates")
     parser.add_argument("--mapping-lr-scale", type=float, default=1.0,
@@ -76,15 +81,19 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def soft_part_presence(logits: torch.Tensor, parts: torch.Tensor, scale: float) -> torch.Tensor:
-    """Segmenter logits (N, L, H, W) -> (N, len(parts)): differentiable "shows the part" in [0, 1).
+def soft_part_presence(logits: torch.Tensor, parts: torch.Tensor, scale: float,
+                       form: str = "saturating") -> torch.Tensor:
+    """Segmenter logits (N, L, H, W) -> (N, len(parts)): differentiable "shows the part" in [0, 1].
 
-    Grows with the soft pixel count beyond the evaluation's threshold and saturates over `scale`
-    pixels; unlike a sharp sigmoid it keeps a gradient for images that clearly show (or clearly
-    lack) the part, so whole scenes, not just borderline ones, can move.
+    "saturating" grows with the soft pixel count beyond the evaluation's threshold and saturates
+    over `scale` pixels; unlike "sigmoid" (a sigmoid of width `scale` pixels at the threshold) it
+    keeps a gradient for images that clearly show (or clearly lack) the part, so whole scenes,
+    not just borderline ones, can move.
     """
-    pixels = logits.softmax(dim=1)[:, parts].sum(dim=(2, 3))
-    return 1 - torch.exp(-F.softplus(pixels - (PRESENCE_MIN_PIXELS + 0.5)) / scale)
+    excess = logits.softmax(dim=1)[:, parts].sum(dim=(2, 3)) - (PRESENCE_MIN_PIXELS + 0.5)
+    if form == "sigmoid":
+        return torch.sigmoid(excess / scale)
+    return 1 - torch.exp(-F.softplus(excess) / scale)
 
 
 @torch.no_grad()
@@ -165,6 +174,8 @@ def main() -> None:
             generator_ema.latent_avg.copy_(w.mean(0))
         save_stylegan2(generator_ema, args.out / "generator_ema.pt",
                        extra={"training": {"step": step, "args": {k: str(v) for k, v in vars(args).items()}}})
+        if args.keep_checkpoints:
+            shutil.copyfile(args.out / "generator_ema.pt", args.out / f"generator_ema_step{step}.pt")
         with atomic_path(args.out / "discriminator.pt") as temporary:
             torch.save({k: v.detach().half().cpu() for k, v in discriminator.state_dict().items()}, temporary)
         with torch.no_grad():
@@ -228,7 +239,7 @@ def main() -> None:
                 running_shares.lerp_((counts > PRESENCE_MIN_PIXELS).float().mean(0), 0.05)
             # The error comes from the evaluation's own hard count (averaged over recent batches);
             # the soft presence only gives its direction in weight space.
-            presence = soft_part_presence(logits, share_parts, args.share_scale)
+            presence = soft_part_presence(logits, share_parts, args.share_scale, args.share_presence)
             share_loss = ((running_shares - target_shares) * presence.mean(0)).sum()
         g_optim.zero_grad(set_to_none=True)
         (g_loss + args.share_weight * share_loss).backward()

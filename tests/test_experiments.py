@@ -182,6 +182,8 @@ def test_soft_part_presence_follows_the_hard_count_and_has_a_gradient():
     assert presence[0, 0] > 0.85 and presence[1, 0] < 0.01
     presence.sum().backward()
     assert logits.grad[0, 1].sum() > 0 and logits.grad[1, 1].sum() > 0  # more part pixels, more presence
+    sharp = training.soft_part_presence(logits, parts, scale=1.5, form="sigmoid")
+    assert sharp[0, 0] > 0.95 and sharp[1, 0] < 0.05
 
 
 def test_share_finetune_of_the_mapping_network_leaves_the_synthesis_network_untouched(
@@ -206,3 +208,21 @@ def test_share_finetune_of_the_mapping_network_leaves_the_synthesis_network_unto
     assert any(not torch.equal(before[name], after[name]) for name in mapping)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log and all("running_shares" in record and "share_error" in record for record in log)
+
+
+def test_checkpoint_selection_prefers_the_generator_whose_part_shares_match_the_renderer(
+        toytown_segmenter, make_generator, tmp_path):
+    from rewriting.models.checkpoints import save_stylegan2
+    from rewriting.models.loading import BUNDLED
+    untrained = tmp_path / "untrained.pt"
+    save_stylegan2(make_generator(size=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}), untrained)
+    out = tmp_path / "selection.json"
+    command = [sys.executable, "experiments/select_toytown_checkpoint.py", str(untrained), str(BUNDLED["toytown"]),
+               "--samples", "60", "--out", str(out)]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["chosen"] == str(BUNDLED["toytown"])
+    trained, random = report["checkpoints"][str(BUNDLED["toytown"])], report["checkpoints"][str(untrained)]
+    assert trained["largest_relative_difference"] < random["largest_relative_difference"]
+    assert trained["segmenter_fid"] < random["segmenter_fid"]
