@@ -226,3 +226,30 @@ def test_checkpoint_selection_prefers_the_generator_whose_part_shares_match_the_
     trained, random = report["checkpoints"][str(BUNDLED["toytown"])], report["checkpoints"][str(untrained)]
     assert trained["largest_relative_difference"] < random["largest_relative_difference"]
     assert trained["segmenter_fid"] < random["segmenter_fid"]
+
+
+def test_mapping_only_checkpoints_pack_small_and_unpack_to_the_same_images(make_generator, tmp_path):
+    import toytown_mapping_checkpoints as mappings
+    from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
+    base = make_generator(size=32, seed=0)
+    save_stylegan2(base, tmp_path / "base.pt")
+    tuned = make_generator(size=32, seed=0)
+    with torch.no_grad():
+        for parameter in tuned.style.parameters():
+            parameter.add_(0.1)
+    save_stylegan2(tuned, tmp_path / "tuned_step42.pt")
+    packed = tmp_path / "mappings.safetensors"
+    mappings.main(["pack", str(tmp_path / "tuned_step42.pt"), "--base", str(tmp_path / "base.pt"), "--out", str(packed)])
+    mappings.main(["unpack", str(packed), "--step", "42", "--base", str(tmp_path / "base.pt"),
+                   "--out", str(tmp_path / "rebuilt.pt")])
+    rebuilt = stylegan2_from_checkpoint(read_checkpoint(tmp_path / "rebuilt.pt")).eval()
+    z = torch.randn(4, base.z_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(z), tuned.eval()(z)) and not torch.equal(rebuilt(z), base.eval()(z))
+    assert packed.stat().st_size < (tmp_path / "tuned_step42.pt").stat().st_size
+
+    other = make_generator(size=32, seed=5)  # a different synthesis network: not a mapping-only fine-tune
+    save_stylegan2(other, tmp_path / "other_step7.pt")
+    with pytest.raises(SystemExit, match="not a mapping-only fine-tune"):
+        mappings.main(["pack", str(tmp_path / "other_step7.pt"), "--base", str(tmp_path / "base.pt"),
+                       "--out", str(tmp_path / "x.safetensors")])
