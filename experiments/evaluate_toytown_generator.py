@@ -41,6 +41,12 @@ def generated(generator, count: int, seed: int, batch: int = 100) -> torch.Tenso
     return torch.cat([generator(z[i:i + batch]) for i in range(0, count, batch)])
 
 
+def relative_share_differences(generated_shares: dict, rendered_shares: dict) -> dict[str, float]:
+    """Part -> |generated share - rendered share| / rendered share, for the parts with a bar."""
+    return {part: abs(generated_shares[part] - rendered_shares[part]) / max(rendered_shares[part], 1e-12)
+            for part in PARTS}
+
+
 @torch.no_grad()
 def segment(segmenter, images: torch.Tensor, batch: int = 200) -> torch.Tensor:
     return torch.cat([segmenter.segment(images[i:i + batch]) for i in range(0, len(images), batch)])
@@ -65,11 +71,9 @@ def main() -> None:
 
     fake_shares = label_presence(segment(segmenter, fake), list(LABELS))
     real_shares = label_presence(segment(segmenter, real), list(LABELS))
-    parts = {}
-    for part in PARTS:
-        relative = abs(fake_shares[part] - real_shares[part]) / max(real_shares[part], 1e-12)
-        parts[part] = {"generated": fake_shares[part], "rendered": real_shares[part],
-                       "relative_difference": relative, "within_25_percent": relative <= 0.25}
+    parts = {part: {"generated": fake_shares[part], "rendered": real_shares[part], "relative_difference": relative,
+                    "within_25_percent": relative <= 0.25}
+             for part, relative in relative_share_differences(fake_shares, real_shares).items()}
     features = SegmenterFeatures(segmenter)
     report = {
         "command": "python experiments/evaluate_toytown_generator.py" + (

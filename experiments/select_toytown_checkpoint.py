@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import rewriting
-from evaluate_toytown_generator import PARTS, generated, segment
+from evaluate_toytown_generator import PARTS, generated, relative_share_differences, segment
 from rewriting.atomic import write_json
 from rewriting.deltas import package_version
 from rewriting.metrics.fid import feature_fid
@@ -43,7 +43,7 @@ def main() -> None:
     for path in args.checkpoints:
         fake = generated(rewriting.load_generator(path), args.samples, seed=args.latent_seed)
         shares = label_presence(segment(segmenter, fake), list(LABELS))
-        relative = {part: abs(shares[part] - rendered[part]) / max(rendered[part], 1e-12) for part in PARTS}
+        relative = relative_share_differences(shares, rendered)
         results[str(path)] = {"sha256": sha256_file(path), "shares": {part: shares[part] for part in PARTS},
                               "relative_difference": relative, "largest_relative_difference": max(relative.values()),
                               "segmenter_fid": feature_fid(fake, real, features)}

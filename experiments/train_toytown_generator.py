@@ -12,8 +12,8 @@ Example (GPU, 6 minutes):  python experiments/train_toytown_generator.py --devic
 Part-share fine-tune (`--share-weight`): an adversarial generator drops rare scene kinds (few
 watermarks) and over-draws others. With a weight > 0 the generator loss also matches, per batch,
 the share of samples that the shipped segmenter sees showing each part to the renderer's share:
-the error is the evaluation's hard count over recent batches, its gradient that of a soft count. `--trainable mapping` then moves only
-the mapping network: the synthesis network, and so the look of every image it can draw, stays
+the error is the evaluation's hard count over recent batches, its gradient that of a soft count.
+`--trainable mapping` then moves only the mapping network: the synthesis network, and so the look of every image it can draw, stays
 fixed, and only how often each kind of scene is drawn changes -- this keeps the segmenter from
 being fooled by synthesis artefacts.
 """
@@ -34,12 +34,18 @@ from rewriting.atomic import atomic_path
 from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
 from rewriting.models.stylegan2 import StyleGAN2Generator
 from rewriting.toytown.discriminator import Discriminator
-from rewriting.toytown.labels import LABEL_INDEX
+from rewriting.metrics.success import label_presence_counts
+from rewriting.toytown.labels import LABEL_INDEX, NUM_LABELS
 from rewriting.toytown.renderer import render_seeds
 from rewriting.toytown.segmenter import load_segmenter
 
 SHARE_PARTS = ("spire", "dome", "flat_roof", "window", "tree", "watermark")
 PRESENCE_MIN_PIXELS = 4  # as the evaluation's label_presence: a part shows on more than 4 pixels
+
+
+def part_shares(labels: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """Labels (N, H, W) -> (len(parts),): share of images showing each part, counted as the evaluation does."""
+    return label_presence_counts(labels, NUM_LABELS, PRESENCE_MIN_PIXELS)[parts].float() / labels.shape[0]
 
 GENERATOR_CHANNELS = {4: 256, 8: 256, 16: 128, 32: 128, 64: 64}
 DISCRIMINATOR_CHANNELS = {64: 32, 32: 64, 16: 128, 8: 256, 4: 256}
@@ -99,13 +105,9 @@ def soft_part_presence(logits: torch.Tensor, parts: torch.Tensor, scale: float,
 @torch.no_grad()
 def rendered_part_shares(segmenter, seeds: list[int], device: torch.device, parts: torch.Tensor) -> torch.Tensor:
     """(len(parts),): share of rendered images the segmenter sees showing each part (hard count)."""
-    shares = []
-    for start in range(0, len(seeds), 200):
-        images, _ = render_seeds(seeds[start:start + 200], size=64)
-        labels = segmenter.segment(images.to(device))
-        counts = torch.stack([(labels == part).flatten(1).sum(1) for part in parts.tolist()], dim=1)
-        shares.append((counts > PRESENCE_MIN_PIXELS).float())
-    return torch.cat(shares).mean(0)
+    labels = [segmenter.segment(render_seeds(seeds[start:start + 200], size=64)[0].to(device))
+              for start in range(0, len(seeds), 200)]
+    return part_shares(torch.cat(labels), parts)
 
 
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
@@ -186,13 +188,13 @@ def main() -> None:
     if args.share_weight > 0:
         segmenter = load_segmenter(device=device).eval().requires_grad_(False)
         # Target shares from training seeds (disjoint from the evaluation's seeds 0..1999).
-        target_shares = rendered_part_shares(segmenter, list(range(seed_base - args.share_target_images, seed_base)), device, share_parts)
+        target_seeds = list(range(seed_base - args.share_target_images, seed_base))
+        target_shares = rendered_part_shares(segmenter, target_seeds, device, share_parts)
         print(json.dumps({"target_shares": dict(zip(SHARE_PARTS, [round(v, 3) for v in target_shares.tolist()]))}),
               flush=True)
         with torch.no_grad():
-            start_labels = segmenter.segment(generator(torch.randn(256, generator.z_dim, device=device)))
-        counts = torch.stack([(start_labels == part).flatten(1).sum(1) for part in share_parts.tolist()], dim=1)
-        running_shares = (counts > PRESENCE_MIN_PIXELS).float().mean(0)
+            running_shares = part_shares(
+                segmenter.segment(generator(torch.randn(256, generator.z_dim, device=device))), share_parts)
 
     render_device = device
     try:
@@ -235,8 +237,7 @@ def main() -> None:
         if args.share_weight > 0:
             logits = segmenter(fake)
             with torch.no_grad():
-                counts = logits.argmax(1, keepdim=True).eq(share_parts.view(1, -1, 1, 1)).flatten(2).sum(2)
-                running_shares.lerp_((counts > PRESENCE_MIN_PIXELS).float().mean(0), 0.05)
+                running_shares.lerp_(part_shares(logits.argmax(1), share_parts), 0.05)
             # The error comes from the evaluation's own hard count (averaged over recent batches);
             # the soft presence only gives its direction in weight space.
             presence = soft_part_presence(logits, share_parts, args.share_scale, args.share_presence)
