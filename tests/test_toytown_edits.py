@@ -65,6 +65,27 @@ def test_masks_from_labels_are_resolved_recorded_and_replay_without_the_segmente
     assert all(torch.equal(a.mask, b.mask) for a, b in zip(again.context, request.context))
 
 
+def test_pick_largest_copies_the_biggest_tree_among_the_first_images_showing_one(toytown):
+    from rewriting.edits.resolve import find_images_with_label, largest_component
+    generator, segmenter = toytown
+    config = OmegaConf.load(ROOT / "conf/edit/spire_to_tree.yaml")
+    config.request.context.count = 2
+    config.request.copy = {"label": "tree", "pick": "largest", "among": 6}
+    config.request.paste = {"label": "spire", "pick": "largest", "among": 4}
+    spec = spec_from_config(config, generator, segmenter)
+    taken = tuple(r.image_id for r in spec.request.context)
+    candidates = find_images_with_label(generator, segmenter, "tree", 6, seed=spec.seed, exclude=taken)
+    sizes = [largest_component(m).sum().item() for m in label_masks(generator, segmenter, candidates, "tree", spec.seed)]
+    assert len(set(sizes)) > 1  # the choice matters
+    assert spec.request.copy.image_id == candidates[sizes.index(max(sizes))]
+    spires = find_images_with_label(generator, segmenter, "spire", 4, seed=spec.seed, exclude=taken)
+    areas = label_masks(generator, segmenter, spires, "spire", spec.seed).sum(dim=(1, 2)).tolist()
+    assert spec.request.paste.image_id == spires[areas.index(max(areas))]
+    config.request.copy = {"label": "tree", "pick": "biggest"}
+    with pytest.raises(rewriting.errors.EditSpecError, match="request.copy: pick='biggest'.*pick: largest"):
+        spec_from_config(config, generator, segmenter)
+
+
 def test_unknown_label_names_the_known_ones(toytown):
     generator, segmenter = toytown
     config = OmegaConf.load(ROOT / "conf/edit/spire_to_tree.yaml")

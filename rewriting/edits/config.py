@@ -7,7 +7,9 @@ A label request (for domains with a segmenter) looks like:
       paste:   {label: spire, nth: 8}               # the spire in the 9th image showing one
       erase: false
       drank: null
-A region may also give `image_id` directly instead of `nth`.
+A region may also give `image_id` directly instead of `nth`, or `pick: largest` (with `among: N`,
+default 8): of the first N images showing the label, the one where it is largest (for the copy, its
+largest connected piece), so the example copied or pasted onto is a clear one.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EditSpecError
-from .resolve import find_images_with_label
+from .resolve import find_images_with_label, label_masks, largest_component
 from .spec import EditRequest, EditSpec, Region, load_edit
 
 
@@ -47,13 +49,25 @@ def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple
     if label is None:
         raise EditSpecError(f"{where} needs a label (a class name) or a painted mask in a JSON edit file")
     image_id = _get(region_config, "image_id")
+    pick = str(_get(region_config, "pick", "first"))
+    if pick not in ("first", "largest"):
+        raise EditSpecError(f"{where}: pick={pick!r}; use pick: first (with nth) or pick: largest (with among)")
     if image_id is None:
-        nth = int(_get(region_config, "nth", 0))
-        ids = find_images_with_label(generator, segmenter, label, nth + 1, seed=seed, exclude=exclude,
+        count = int(_get(region_config, "among", 8)) if pick == "largest" else int(_get(region_config, "nth", 0)) + 1
+        ids = find_images_with_label(generator, segmenter, label, count, seed=seed, exclude=exclude,
                                      search=int(_get(region_config, "search", 2000)),
                                      min_pixels=int(_get(region_config, "min_pixels", 16)))
-        image_id = ids[nth]
+        image_id = ids[-1] if pick == "first" else _largest(generator, segmenter, ids, label, seed, where)
     return Region(int(image_id), label=str(label))
+
+
+def _largest(generator, segmenter, ids: list[int], label: str, seed: int, where: str) -> int:
+    """The image id whose region (the copy: its largest connected piece, as copied) has most pixels."""
+    masks = label_masks(generator, segmenter, ids, label, seed)
+    if where == "request.copy":
+        masks = [largest_component(mask) for mask in masks]
+    areas = [float(mask.sum()) for mask in masks]
+    return ids[areas.index(max(areas))]
 
 
 def spec_from_labels(request_config, generator, segmenter, name: str, seed: int = 1) -> EditSpec:
