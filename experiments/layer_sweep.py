@@ -8,6 +8,7 @@ composed per layer here. Two readings per edit: the layer maximizing the mean sw
 success − λ · undesired change (λ = objective_lambda, as the Optuna search optimizes), and the
 default-layer rule of the bundled edits: the highest mean success among layers whose mean masked
 L1 stays within --max-undesired (0.05, the Toytown bar for spire_to_tree).
+Writes table.md and table.csv (mean ± std per edit and layer), runs.csv (every run) and plot.png.
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ from paper_tables import (RESULTS_DIR, compose_config, experiment_overrides, for
                           resolved_edit_overrides, run_overrides, seed_values, write_csv, write_markdown_table)
 
 
+RUN_COLUMNS = ("edit", "layer", "seed", "edit_success", "erase_success", "undesired_change_l1", "objective",
+               "edit_seconds", "run_seconds")
+
+
 def sweep(edits, layers, seeds: int, samples: int, method: str, scratch: Path, extra: list[str],
           reuse: bool = False, log=print) -> dict[tuple[str, int], list[dict]]:
     grouped: dict[tuple[str, int], list[dict]] = {}
@@ -30,7 +35,7 @@ def sweep(edits, layers, seeds: int, samples: int, method: str, scratch: Path, e
                 out = scratch / "runs" / edit / f"layer{layer}" / f"seed{seed}"
                 overrides = [*resolved_edit_overrides(edit, seed, scratch, extra), f"method={method}",
                              f"layer={layer}", f"seed={seed}", *experiment_overrides(scratch, samples), *extra]
-                metrics = run_overrides(overrides, out, reuse)
+                metrics = {**run_overrides(overrides, out, reuse), "edit": edit, "layer": layer, "seed": seed}
                 grouped.setdefault((edit, layer), []).append(metrics)
                 log(f"{edit:18s} layer {layer}: success {metrics.get('edit_success')} undesired L1 "
                     f"{metrics.get('undesired_change_l1')} objective {metrics.get('objective')} "
@@ -97,6 +102,7 @@ def plot(grouped, path: Path) -> None:
     top.set_ylabel("editing success ↑")
     bottom.set_ylabel("undesired change (masked L1) ↓")
     bottom.set_xlabel("edited layer")
+    bottom.set_xticks(sorted({layer for _, layer in grouped}))  # layers are whole numbers
     top.legend(fontsize=8)
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> Path:
                            for edit, layer in default_layers(grouped, args.max_undesired).items()))
     write_markdown_table(args.out / "table.md", header, rows, preface)
     write_csv(args.out / "table.csv", csv_rows)
+    write_csv(args.out / "runs.csv", [{key: run.get(key) for key in RUN_COLUMNS}
+                                      for runs in grouped.values() for run in runs])
     plot(grouped, args.out / "plot.png")
     print(f"wrote {args.out / 'table.md'} ({minutes:.1f} min); best layers {best}")
     return args.out

@@ -133,6 +133,10 @@ def test_layer_sweep_writes_its_table_and_names_a_best_layer(toytown_segmenter, 
     table = (out / "table.md").read_text()
     assert "Best layer per edit" in table and "**best**" in table
     assert (out / "plot.png").is_file()
+    runs = read_csv(out / "runs.csv")  # every run, so per-seed spread can be read back
+    assert [(int(r["layer"]), int(r["seed"])) for r in runs] == [(5, 1), (6, 1)]
+    success = [float(r["edit_success"]) for r in runs if int(r["layer"]) == 6]
+    assert success[0] == pytest.approx(float(rows[1]["edit_success_mean"]))
 
 
 def test_two_trial_optuna_sweep_runs_and_reports_the_best_objective(toytown_segmenter, tmp_path):
