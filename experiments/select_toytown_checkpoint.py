@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 import rewriting
-from evaluate_toytown_generator import PARTS, generated, relative_share_differences, segment
+from evaluate_toytown_generator import PARTS, SHARE_BAR, generated, relative_share_differences, segment
 from rewriting.atomic import write_json
 from rewriting.deltas import package_version
 from rewriting.errors import RewritingError
@@ -33,7 +33,6 @@ from rewriting.toytown.labels import LABELS
 from rewriting.toytown.renderer import render_seeds
 from rewriting.toytown.segmenter import SegmenterFeatures, load_segmenter
 
-SHARE_BAR = 0.25
 EDIT_SUCCESS_BAR = 0.50
 EDIT_L1_BAR = 0.05
 
