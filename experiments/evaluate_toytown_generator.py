@@ -26,12 +26,12 @@ from rewriting.deltas import package_version
 from rewriting.metrics.fid import feature_fid
 from rewriting.metrics.success import label_presence
 from rewriting.models.download import sha256_file
-from rewriting.toytown.labels import LABELS
+from rewriting.toytown.labels import LABELS, SHARE_PARTS
 from rewriting.toytown.renderer import render_seeds
 from rewriting.toytown.segmenter import SegmenterFeatures, load_segmenter
 from rewriting.visualize import image_grid
 
-PARTS = ("spire", "dome", "flat_roof", "window", "tree", "watermark")
+PARTS = SHARE_PARTS
 SHARE_BAR = 0.25  # the bar: each part's share within 25% (relative) of the renderer's
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import rewriting
 from evaluate_toytown_generator import PARTS, SHARE_BAR, generated, relative_share_differences, segment
+from paper_tables import experiment_overrides, run_overrides, seed_overrides
 from rewriting.atomic import write_json
 from rewriting.deltas import package_version
 from rewriting.errors import RewritingError
@@ -39,7 +40,6 @@ EDIT_L1_BAR = 0.05
 
 def validation_edit(checkpoint: Path, seeds: list[int], samples: int, scratch: Path) -> dict:
     """The default edit (spire_to_tree) on a checkpoint with each edit seed: success and masked L1."""
-    from paper_tables import experiment_overrides, run_overrides, seed_overrides
     runs = {}
     for seed in seeds:
         overrides = [f"generator.checkpoint={checkpoint}",

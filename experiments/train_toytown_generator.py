@@ -13,9 +13,9 @@ Part-share fine-tune (`--share-weight`): an adversarial generator drops rare sce
 watermarks) and over-draws others. With a weight > 0 the generator loss also matches, per batch,
 the share of samples that the shipped segmenter sees showing each part to the renderer's share:
 the error is the evaluation's hard count over recent batches, its gradient that of a soft count.
-`--trainable mapping` then moves only the mapping network: the synthesis network, and so the look of every image it can draw, stays
-fixed, and only how often each kind of scene is drawn changes -- this keeps the segmenter from
-being fooled by synthesis artefacts.
+`--trainable mapping` then moves only the mapping network: the synthesis network, and so the look
+of every image it can draw, stays fixed, and only how often each kind of scene is drawn changes --
+this keeps the segmenter from being fooled by synthesis artefacts.
 """
 from __future__ import annotations
 
@@ -33,22 +33,19 @@ import torch.nn.functional as F
 from rewriting.atomic import atomic_path
 from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
 from rewriting.models.stylegan2 import StyleGAN2Generator
+from rewriting.metrics.success import PRESENCE_MIN_PIXELS, label_presence_counts
 from rewriting.toytown.discriminator import Discriminator
-from rewriting.metrics.success import label_presence_counts
-from rewriting.toytown.labels import LABEL_INDEX, NUM_LABELS
+from rewriting.toytown.labels import LABEL_INDEX, NUM_LABELS, SHARE_PARTS
 from rewriting.toytown.renderer import render_seeds
 from rewriting.toytown.segmenter import load_segmenter
 
-SHARE_PARTS = ("spire", "dome", "flat_roof", "window", "tree", "watermark")
-PRESENCE_MIN_PIXELS = 4  # as the evaluation's label_presence: a part shows on more than 4 pixels
+GENERATOR_CHANNELS = {4: 256, 8: 256, 16: 128, 32: 128, 64: 64}
+DISCRIMINATOR_CHANNELS = {64: 32, 32: 64, 16: 128, 8: 256, 4: 256}
 
 
 def part_shares(labels: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
     """Labels (N, H, W) -> (len(parts),): share of images showing each part, counted as the evaluation does."""
-    return label_presence_counts(labels, NUM_LABELS, PRESENCE_MIN_PIXELS)[parts].float() / labels.shape[0]
-
-GENERATOR_CHANNELS = {4: 256, 8: 256, 16: 128, 32: 128, 64: 64}
-DISCRIMINATOR_CHANNELS = {64: 32, 32: 64, 16: 128, 8: 256, 4: 256}
+    return label_presence_counts(labels, NUM_LABELS)[parts].float() / labels.shape[0]
 
 
 def parse_args() -> argparse.Namespace:

@@ -82,7 +82,10 @@ def erase_success_per_sample(
     return _share(*erase_success_counts(labels_before, labels_after, erased))
 
 
-def label_presence_counts(labels: torch.Tensor, num_labels: int, min_pixels: int = 4) -> torch.Tensor:
+PRESENCE_MIN_PIXELS = 4  # a sample shows a part when more than this many of its pixels carry the label
+
+
+def label_presence_counts(labels: torch.Tensor, num_labels: int, min_pixels: int = PRESENCE_MIN_PIXELS) -> torch.Tensor:
     """Labels (N, H, W) -> int64 (num_labels,): how many samples show each label on more than min_pixels pixels."""
     flat = labels.reshape(labels.shape[0], -1).long()
     if flat.numel() and (flat.min() < 0 or flat.max() >= num_labels):
@@ -92,7 +95,7 @@ def label_presence_counts(labels: torch.Tensor, num_labels: int, min_pixels: int
     return (pixels > min_pixels).sum(0)
 
 
-def label_presence(labels: torch.Tensor, names: Sequence[str], min_pixels: int = 4) -> dict[str, float]:
+def label_presence(labels: torch.Tensor, names: Sequence[str], min_pixels: int = PRESENCE_MIN_PIXELS) -> dict[str, float]:
     """Share of samples showing each part (more than min_pixels pixels, as toytown's scene_summary): name -> share.
 
     `names[i]` is the name of label i. Used e.g. for "the share of samples that still show a watermark".

@@ -18,6 +18,8 @@ LABELS: tuple[str, ...] = (
 )
 LABEL_INDEX: dict[str, int] = {name: index for index, name in enumerate(LABELS)}
 NUM_LABELS = len(LABELS)
+# The parts whose share of samples a Toytown generator must match to its renderer's.
+SHARE_PARTS: tuple[str, ...] = ("spire", "dome", "flat_roof", "window", "tree", "watermark")
 
 # One distinct colour per label (RGB in [0, 1]) for looking at label maps.
 LABEL_COLORS: tuple[tuple[float, float, float], ...] = (
