@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .deltas import add_delta
-from .edits.resolve import ResolvedRequest, resolve_request
+from .edits.resolve import ResolvedRequest, resolve_request, stacked_masks
 from .edits.spec import EditSpec, load_edit, validate_image_ids
 from .edits.targets import (RewriteTarget, context_directions, copy_paste_target, erase_target, masked_keys)
 from .errors import EditSpecError, OptimizationError
@@ -62,11 +62,9 @@ def build_target(generator, layer: int, request: ResolvedRequest, spec: EditSpec
     if request.erase:
         regions = request.context[: method.context_images] if method.context_images else request.context
         trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
-        size = max(max(r.mask.shape) for r in regions)
-        from .edits.masks import resize_mask
-        masks = torch.stack([resize_mask(r.mask, (size, size)) for r in regions])
+        masks = stacked_masks(regions)
         target, units = erase_target(generator, layer, trace, masks, second_moment, request.drank,
-                                     method.tight_paste)
+                                     method.tight_paste, request.erase_fill)
         return target, units.tolist()
     copy_trace = trace_images(generator, layer, [request.copy.image_id], spec.seed)
     paste_trace = trace_images(generator, layer, [request.paste.image_id], spec.seed)

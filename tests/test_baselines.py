@@ -87,6 +87,16 @@ def test_finetune_all_erase_renders_the_units_zeroed_target(tiny_statistics):
     assert result.fit.initial_loss > 0 and result.fit.final_loss < result.fit.initial_loss
 
 
+def test_finetune_all_erase_can_fill_the_region_from_its_surroundings(tiny_statistics):
+    import dataclasses
+    spec = tiny_spec(erase=True, drank=3)
+    spec.request = dataclasses.replace(spec.request, drank=None, erase_fill="surroundings")
+    result = rewrite(tiny_generator(), spec, FinetuneAll(steps=10, lr=0.01, perceptual="none"), LAYER,
+                     second_moment=tiny_statistics, trainer_options=CPU, progress=False)
+    assert result.erased_units == []
+    assert result.fit.initial_loss > 0 and result.fit.final_loss < result.fit.initial_loss
+
+
 def test_unit_zeroing_zeroes_exactly_drank_input_channels(tiny, tiny_statistics):
     generator = tiny_generator()
     result = rewrite(generator, tiny_spec(erase=True, drank=3), UnitZeroing(), LAYER, second_moment=tiny_statistics,

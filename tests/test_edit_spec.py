@@ -345,6 +345,21 @@ def test_erase_rules():
         EditRequest([], erase=True, drank=30)
 
 
+def test_surroundings_erase_needs_no_drank_and_is_recorded_only_when_chosen():
+    context = [Region(1, "a.png"), Region(4, "d.png")]
+    filled = EditRequest(context, erase=True, erase_fill="surroundings")
+    assert filled.to_dict()["erase_fill"] == "surroundings"
+    assert EditRequest.from_dict(filled.to_dict()) == filled
+    # The paper's erase writes the JSON it always wrote.
+    assert "erase_fill" not in EditRequest(context, erase=True, drank=30).to_dict()
+    with pytest.raises(EditSpecError, match="erase_fill='smear'.*unknown; use zero_units.*surroundings"):
+        EditRequest(context, erase=True, drank=30, erase_fill="smear")
+    with pytest.raises(EditSpecError, match="needs drank.*or erase_fill: surroundings"):
+        EditRequest(context, erase=True, erase_fill="zero_units")
+    with pytest.raises(EditSpecError, match="erase_fill='surroundings' is only used by erase requests"):
+        EditRequest(context, copy=Region(2, "b.png"), paste=Region(3, "c.png"), erase_fill="surroundings")
+
+
 def test_where_an_edit_acts_when_regions_are_left_out():
     paste = Region(9, "p.png")
     copy_paste = EditRequest([], copy=Region(2, "b.png"), paste=paste)

@@ -165,6 +165,41 @@ def test_erase_request_runs_and_lowers_the_loss(generator, moments, make_mask):
     assert result.fit.final_loss < result.fit.initial_loss
 
 
+def test_fill_from_surroundings_replaces_touched_positions_by_the_ring_mean():
+    from rewriting.edits.targets import fill_from_surroundings
+    from rewriting.errors import MaskError
+    features = torch.randn(2, 3, 8, 8)
+    masks = torch.zeros(2, 16, 16)
+    masks[0, 6:10, 6:10] = 1  # key positions 3..4 of 8
+    masks[1, 0:3, 0:3] = 1  # key positions 0..1: partly covered ones count too
+    filled = fill_from_surroundings(features, masks, ring=1)
+    inside = torch.zeros(2, 8, 8, dtype=torch.bool)
+    inside[0, 3:5, 3:5] = True
+    inside[1, 0:2, 0:2] = True
+    ring = torch.zeros(2, 8, 8, dtype=torch.bool)
+    ring[0, 2:6, 2:6] = True
+    ring[1, 0:3, 0:3] = True
+    ring &= ~inside
+    for i in range(2):
+        expected = features[i][:, ring[i]].mean(1)
+        torch.testing.assert_close(filled[i][:, inside[i]], expected[:, None].expand(3, int(inside[i].sum())))
+        assert torch.equal(filled[i][:, ~inside[i]], features[i][:, ~inside[i]])
+    with pytest.raises(MaskError, match="nothing surrounds it.*erase_fill: zero_units"):
+        fill_from_surroundings(features, torch.ones(2, 16, 16))
+
+
+def test_surroundings_erase_fits_the_region_filled_from_around_it(generator, moments, make_mask):
+    mask = encode_mask(make_mask(64, 24, 24, 40, 40))
+    request = {"context": [{"image_id": i, "mask": mask} for i in (0, 1, 2)], "erase": True,
+               "erase_fill": "surroundings"}
+    spec = load_edit({"version": 1, "name": "erase", "generator": {}, "rank": 1, "method": {"name": "rank_one"},
+                      "request": request})
+    result = run_rewrite(generator, spec, moments, ConstrainedRewrite(steps=40, lr=0.05, init="zero"))
+    assert result.erased_units == []  # no unit is switched off: the keys are filled in
+    assert result.fit.initial_loss > 0
+    assert result.fit.final_loss < 0.8 * result.fit.initial_loss
+
+
 def test_rewrite_applies_delta_in_place_and_records_the_layer(make_generator, spec, moments):
     generator = make_generator(size=32, style_dim=32, n_mlp=2)
     weight0 = generator.layer(LAYER).weight.clone()

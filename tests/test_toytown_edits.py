@@ -109,3 +109,34 @@ def test_bundled_spire_to_tree_runs_end_to_end_and_measures_success(tmp_path):
     assert metrics["undesired_change_l1"] < 0.05
     edit = json.loads((out / "edit.json").read_text())
     assert all("resolved_mask" in region for region in edit["request"]["context"])
+
+
+def test_bundled_erase_windows_fills_windows_from_the_wall_and_leaves_the_rest(toytown):
+    """erase_fill: surroundings erases windows that zeroing the window units barely touches."""
+    import copy as copy_module
+
+    from rewriting.edits.resolve import label_indices
+    from rewriting.methods.rank_one import ConstrainedRewrite
+    from rewriting.metrics.evaluate import evaluate_edit
+    from rewriting.statistics import compute_second_moment
+    generator, segmenter = toytown
+    config = OmegaConf.load(ROOT / "conf/edit/erase_windows.yaml")
+    assert config.request.erase_fill == "surroundings"
+    config.request.context.count = 4
+    statistics = compute_second_moment(generator, config.layer, num_samples=100, progress=False)
+    window = label_indices(segmenter, ["window"])
+    shares = {}
+    for fill in ("surroundings", "zero_units"):
+        config.request.erase_fill = fill
+        edited = copy_module.deepcopy(generator)
+        result = rewriting.rewrite(edited, spec_from_config(config, generator, segmenter),
+                                   ConstrainedRewrite(steps=100, lr=0.01, init="closed_form"), config.layer,
+                                   second_moment=statistics, segmenter=segmenter, progress=False,
+                                   trainer_options={"enable_progress_bar": False})
+        assert (result.erased_units == []) == (fill == "surroundings")
+        shares[fill] = evaluate_edit(generator, edited, num_samples=40, batch_size=20, seed=1000,
+                                     segmenter=segmenter, erase=window, lpips_net=None, progress=False)
+    # Most windows the wall fill erases are ones the paper's unit zeroing leaves in place.
+    assert shares["surroundings"]["erase_success"] > 0.25
+    assert shares["surroundings"]["erase_success"] > 2 * shares["zero_units"]["erase_success"]
+    assert shares["surroundings"]["undesired_change_l1"] < 0.05

@@ -7,12 +7,15 @@ A label request (for domains with a segmenter) looks like:
       paste:   {label: spire, nth: 8}               # the spire in the 9th image showing one
       erase: false
       drank: null
+An erase request sets `erase: true` and either `drank: N` (zero the N units most specific to the
+context, the paper's) or `erase_fill: surroundings` (fill the region from around it).
 A region may also give `image_id` directly instead of `nth`, or `pick: largest` (with `among: N`,
 default 8): of the first N images showing the label, the one where it is largest (for the copy, its
 largest connected piece), so the example copied or pasted onto is a clear one.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +99,8 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
         paste = _label_region(_get(request_config, "paste"), generator, segmenter, seed, taken, "request.paste")
     drank = _get(request_config, "drank")
     request = EditRequest(context=context, copy=copy, paste=paste, erase=erase,
-                          drank=int(drank) if drank is not None else None)
+                          drank=int(drank) if drank is not None else None,
+                          erase_fill=str(_get(request_config, "erase_fill", "zero_units")))
     return EditSpec(name=name, generator={}, rank=1, method={"name": "rank_one"}, request=request, seed=seed)
 
 
@@ -120,4 +124,7 @@ def spec_from_config(edit_config, generator, segmenter=None) -> EditSpec:
                                    drank=int(_get(edit_config, "drank") or 30))
     elif spec.request.erase and _get(edit_config, "drank") is not None:
         spec.request.drank = int(_get(edit_config, "drank"))
+    if _get(edit_config, "erase_fill") is not None:
+        # e.g. `+edit.erase_fill=surroundings` on a paper erase; replace() re-checks the request
+        spec.request = dataclasses.replace(spec.request, erase_fill=str(_get(edit_config, "erase_fill")))
     return spec

@@ -29,6 +29,14 @@ class ResolvedRequest:
     paste: ResolvedRegion | None
     erase: bool
     drank: int | None
+    erase_fill: str = "zero_units"
+
+
+def stacked_masks(regions: list[ResolvedRegion]) -> torch.Tensor:
+    """The regions' masks (n, S, S), resized to the largest one's size S."""
+    from .masks import resize_mask
+    size = max(max(r.mask.shape) for r in regions)
+    return torch.stack([resize_mask(r.mask, (size, size)) for r in regions])
 
 
 def label_names(segmenter) -> tuple[str, ...]:
@@ -131,4 +139,4 @@ def resolve_request(spec: EditSpec, generator, segmenter=None) -> ResolvedReques
         context = [paste if paste is not None else None]
         if context[0] is None:
             raise EditSpecError("the request has neither context regions nor a paste region")
-    return ResolvedRequest(context, copy, paste, request.erase, request.drank)
+    return ResolvedRequest(context, copy, paste, request.erase, request.drank, request.erase_fill)

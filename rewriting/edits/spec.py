@@ -31,9 +31,11 @@ Two kinds of request:
 - copy/paste (``erase`` false): ``copy`` is what to paste, ``paste`` is where it goes
   in one target image; both are required. ``context`` marks the regions whose rule
   changes; an empty context means the paste region, as in the original.
-- erase (``erase`` true): no ``copy``. The ``drank`` units most specific to the
-  context regions (the paste region when the context is empty) are zeroed; the erase
-  is fitted at the paste region, or in the first context region when there is no paste.
+- erase (``erase`` true): no ``copy``. With ``erase_fill`` "zero_units" (the default, the
+  original's) the ``drank`` units most specific to the context regions (the paste region
+  when the context is empty) are zeroed there; with "surroundings" (ours, no ``drank``
+  needed) the regions' keys are set to the mean key of a ring around them. The erase is
+  fitted at the paste region, or in the first context region when there is no paste.
 
 ``extra_regions`` keeps regions a request recorded that never drive the edit (the
 original's "query", the image the user looked at).
@@ -64,7 +66,8 @@ _SPEC_FIELDS = (
     "extra_regions",
 )
 _REQUIRED_SPEC_FIELDS = ("name", "generator", "rank", "method", "request")
-_REQUEST_FIELDS = ("context", "copy", "paste", "erase", "drank")
+_REQUEST_FIELDS = ("context", "copy", "paste", "erase", "drank", "erase_fill")
+ERASE_FILLS = ("zero_units", "surroundings")  # how an erase changes the region's keys (edits/targets.py)
 _REGION_FIELDS = ("image_id", "mask", "label", "resolved_mask")
 _GENERATOR_FIELDS = ("name", "path", "sha256")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -187,6 +190,7 @@ class EditRequest:
     paste: Region | None = None
     erase: bool = False
     drank: int | None = None
+    erase_fill: str = "zero_units"
 
     def __post_init__(self) -> None:
         if not isinstance(self.context, list) or not all(
@@ -218,6 +222,11 @@ class EditRequest:
                 f"drank={self.drank!r} is only used by erase requests; remove it or set erase "
                 "to true"
             )
+        if self.erase_fill != "zero_units":
+            raise EditSpecError(
+                f"erase_fill={self.erase_fill!r} is only used by erase requests; remove it or set "
+                "erase to true"
+            )
 
     def _check_erase(self) -> None:
         if self.copy is not None:
@@ -229,10 +238,19 @@ class EditRequest:
             raise EditSpecError(
                 "an erase request needs context regions or a paste region marking what to erase"
             )
+        if self.erase_fill not in ERASE_FILLS:
+            raise EditSpecError(
+                f"erase_fill={_describe(self.erase_fill)} is unknown; use zero_units (zero the "
+                f"drank most specific units, the original's) or surroundings (fill the region "
+                f"from around it)"
+            )
+        if self.drank is None and self.erase_fill == "surroundings":
+            return
         if not _is_integer(self.drank) or self.drank <= 0:
             raise EditSpecError(
                 f"an erase request needs drank, the number of units to zero, as a positive "
-                f"integer (the original used 30), got {_describe(self.drank)}"
+                f"integer (the original used 30), got {_describe(self.drank)}; or "
+                f"erase_fill: surroundings, which needs none"
             )
 
     def context_regions(self) -> list[Region]:
@@ -265,6 +283,8 @@ class EditRequest:
             "paste": self.paste.to_dict() if self.paste is not None else None,
             "erase": self.erase,
             "drank": self.drank,
+            # Written only when not the default, so specs from before it existed read back unchanged.
+            **({"erase_fill": self.erase_fill} if self.erase_fill != "zero_units" else {}),
         }
 
     @classmethod
@@ -291,6 +311,7 @@ class EditRequest:
                 paste=paste_region,
                 erase=fields.get("erase", False),
                 drank=fields.get("drank"),
+                erase_fill=fields.get("erase_fill", "zero_units"),
             )
 
 

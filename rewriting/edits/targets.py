@@ -2,19 +2,25 @@
 
 copy/paste: the copy image's values inside its mask's box are alpha-composited at the paste
 location into the target image's own values; the keys are the target image's own keys.
-erase: the target values are the layer's output when the key channels most specific to the
-masked region are zeroed there.
+erase: the target values are the layer's output with the masked region's keys changed: the key
+channels most specific to it zeroed there (`zero_units`, the paper's), or every key there set to
+the mean key of a ring around it (`surroundings`, ours: the region is filled in from what
+surrounds it, so small parts such as windows become the wall around them).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import MaskError
 from ..features import LayerTrace, layer_values
 from ..statistics import whitening
 from .masks import bounding_box, mask_centre, resize_mask
+from .spec import ERASE_FILLS
+
+SURROUNDINGS_RING = 2  # key positions around the region whose mean fills it (2 measured better than 1)
 
 
 @dataclass
@@ -96,20 +102,45 @@ def unit_specificity(keys: torch.Tensor, masks: torch.Tensor, second_moment_diag
     return per_image.mean(0)
 
 
-def erase_target(generator, layer: int, trace: LayerTrace, masks: torch.Tensor, second_moment: torch.Tensor,
-                 drank: int, tight_paste: bool = True) -> tuple[RewriteTarget, torch.Tensor]:
-    """Target values with the top-`drank` region-specific key channels zeroed inside each mask.
+def fill_from_surroundings(features: torch.Tensor, masks: torch.Tensor, ring: int = SURROUNDINGS_RING
+                            ) -> torch.Tensor:
+    """Features (n, c, h, w) set, at every position each mask (n, S, S) touches, to the mean of a ring around it.
 
-    trace: n images; masks (n, H_img, W_img). Returns the target and the zeroed channel indices.
+    Every touched position is replaced outright, not blended by mask coverage: parts smaller than
+    one key position (windows at 16x16) would otherwise hardly change.
     """
-    scores = unit_specificity(trace.keys, masks, second_moment.diagonal())
-    drank = min(int(drank), scores.numel())
-    units = scores.topk(drank).indices
-    key_size = tuple(trace.keys.shape[-2:])
-    key_masks = torch.stack([resize_mask(m.float(), key_size) for m in masks]).to(trace.keys.device)
-    suppress = torch.ones_like(trace.keys)
-    suppress[:, units] = 1 - key_masks[:, None]
-    erased = LayerTrace(trace.keys * suppress, trace.style, trace.noise, trace.values)
+    weights = torch.stack([resize_mask(m.float(), tuple(features.shape[-2:])) for m in masks]).to(features)[:, None]
+    inside = (weights > 0).to(features)
+    ring_mask = F.max_pool2d(inside, 2 * ring + 1, stride=1, padding=ring) - inside
+    count = ring_mask.sum((2, 3), keepdim=True)
+    if (count == 0).any():
+        raise MaskError("an erase region covers the whole image at this layer's resolution, so nothing surrounds "
+                        "it to fill it from; mark a smaller region or use erase_fill: zero_units")
+    surroundings = (features * ring_mask).sum((2, 3), keepdim=True) / count
+    return features * (1 - inside) + surroundings * inside
+
+
+def erase_target(generator, layer: int, trace: LayerTrace, masks: torch.Tensor, second_moment: torch.Tensor,
+                 drank: int | None, tight_paste: bool = True, fill: str = "zero_units"
+                 ) -> tuple[RewriteTarget, torch.Tensor]:
+    """Target values with each mask's keys erased: top-`drank` specific channels zeroed, or filled from around.
+
+    trace: n images; masks (n, H_img, W_img). Returns the target and the zeroed channel indices
+    (none for fill="surroundings").
+    """
+    if fill == "surroundings":
+        units = torch.zeros(0, dtype=torch.long)
+        erased_keys = fill_from_surroundings(trace.keys, masks)
+    elif fill == "zero_units":
+        units = zeroed_units(trace.keys, masks, second_moment, drank)
+        key_size = tuple(trace.keys.shape[-2:])
+        key_masks = torch.stack([resize_mask(m.float(), key_size) for m in masks]).to(trace.keys.device)
+        suppress = torch.ones_like(trace.keys)
+        suppress[:, units] = 1 - key_masks[:, None]
+        erased_keys = trace.keys * suppress
+    else:
+        raise ValueError(f"erase fill {fill!r}: use one of {', '.join(ERASE_FILLS)}")
+    erased = LayerTrace(erased_keys, trace.style, trace.noise, trace.values)
     target_values = layer_values(generator, layer, erased)
     value_size = tuple(trace.values.shape[-2:])
     weights = torch.zeros(masks.shape[0], 1, *value_size, device=trace.values.device)
@@ -121,6 +152,12 @@ def erase_target(generator, layer: int, trace: LayerTrace, masks: torch.Tensor, 
         else:
             weights[i] = 1.0
     return RewriteTarget(trace, target_values, weights), units
+
+
+def zeroed_units(keys: torch.Tensor, masks: torch.Tensor, second_moment: torch.Tensor, drank: int) -> torch.Tensor:
+    """The `drank` key channels most specific to the masked regions. keys (n, in, h, w) -> (drank,)."""
+    scores = unit_specificity(keys, masks, second_moment.diagonal())
+    return scores.topk(min(int(drank), scores.numel())).indices
 
 
 def crop_to_loss_region(target: RewriteTarget, kernel_size: int = 3) -> RewriteTarget:

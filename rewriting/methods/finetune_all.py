@@ -3,7 +3,8 @@
 copy/paste: the target is the paste image with the copy image's pixels (inside the copy mask's
 bounding box, alpha-composited by the soft mask) pasted at the paste location: the layer
 target's construction, at image resolution. erase: the target is each context image rendered
-with the region's most specific input units of the layer zeroed inside its mask. The loss is
+with the region erased at the layer as the request says (its most specific input units zeroed
+inside the mask, or the mask filled from its surroundings). The loss is
 L1 plus a perceptual distance, inside the paste box (tight paste) or over the whole image.
 The original ran Adam at lr 0.01 for 20001 steps; the defaults here are CPU-sized.
 """
@@ -17,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from ..edits.latents import latents_for_ids
 from ..edits.masks import bounding_box, resize_mask
-from ..edits.resolve import generated_images
-from ..edits.targets import copy_paste_target
+from ..edits.resolve import generated_images, stacked_masks
+from ..edits.targets import copy_paste_target, fill_from_surroundings
 from ..errors import OptimizationError
 from ..features import LayerTrace, noise_for
 from ..lightning_compat import pl
@@ -41,20 +42,23 @@ def image_paste_target(copy_image: torch.Tensor, copy_mask: torch.Tensor, paste_
 
 
 @torch.no_grad()
-def images_with_units_zeroed(generator, layer: int, latents: torch.Tensor, noise, masks: torch.Tensor,
-                             units: torch.Tensor) -> torch.Tensor:
-    """Images (n, 3, H, W) with input channels `units` of `layer` zeroed inside each mask (n, S, S).
+def images_with_region_erased(generator, layer: int, latents: torch.Tensor, noise, masks: torch.Tensor,
+                              units: torch.Tensor | None) -> torch.Tensor:
+    """Images (n, 3, H, W) with `layer`'s input erased inside each mask (n, S, S).
 
-    For StyleGAN2 this zeroes exactly those key channels (keys = input × style, channel-wise).
+    units: the input channels to zero there; None fills every channel from the mask's surroundings.
+    For StyleGAN2 both act on the keys exactly (keys = input × style, channel-wise).
     """
-    def zero_units(module, args):
+    def erase(module, args):
         features = args[0]
+        if units is None:
+            return (fill_from_surroundings(features, masks), *args[1:])
         region = torch.stack([resize_mask(m.float(), tuple(features.shape[-2:])) for m in masks]).to(features)
         keep = torch.ones_like(features)
         keep[:, units] = 1 - region[:, None]
         return (features * keep, *args[1:])
 
-    handle = generator.layer(layer).register_forward_pre_hook(zero_units)
+    handle = generator.layer(layer).register_forward_pre_hook(erase)
     try:
         return generator(latents, noise=noise)
     finally:
@@ -168,15 +172,20 @@ class FinetuneAll(RequestMethod):
     def erase_targets(self, generator, layer, request, spec, second_moment
                       ) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int]]:
         """The context images rendered with the region's units zeroed; the loss covers each mask's box."""
-        drank = resolve_drank(self.drank, request, self.name)
-        _, units, masks = context_erase_target(generator, layer, request, spec, second_moment, drank,
-                                               self.context_images, self.tight_paste)
-        regions = request.context[: masks.shape[0]]
+        if request.erase_fill == "surroundings":
+            units = None
+            regions = request.context[: self.context_images] if self.context_images else request.context
+            masks = stacked_masks(regions)
+        else:
+            drank = resolve_drank(self.drank, request, self.name)
+            _, units, masks = context_erase_target(generator, layer, request, spec, second_moment, drank,
+                                                   self.context_images, self.tight_paste)
+            regions = request.context[: masks.shape[0]]
         image_ids = [r.image_id for r in regions]
         device = next(generator.parameters()).device
         latents = latents_for_ids(image_ids, generator.z_dim, spec.seed).to(device)
-        targets = images_with_units_zeroed(generator, layer, latents, example_noise(generator, image_ids, device),
-                                           masks, units)
+        targets = images_with_region_erased(generator, layer, latents, example_noise(generator, image_ids, device),
+                                            masks, units)
         weights = torch.zeros(len(image_ids), 1, *targets.shape[-2:], device=targets.device)
         for i, region in enumerate(regions):
             if self.tight_paste:
@@ -184,7 +193,7 @@ class FinetuneAll(RequestMethod):
                 weights[i, :, top:bottom, left:right] = 1.0
             else:
                 weights[i] = 1.0
-        return image_ids, targets, weights, sorted(int(u) for u in units)
+        return image_ids, targets, weights, ([] if units is None else sorted(int(u) for u in units))
 
     def fit_request(self, generator, layer, request, spec, second_moment, segmenter=None,
                     trainer_options=None) -> RequestFit:

@@ -11,8 +11,7 @@ import time
 
 import torch
 
-from ..edits.masks import resize_mask
-from ..edits.resolve import ResolvedRequest
+from ..edits.resolve import ResolvedRequest, stacked_masks
 from ..edits.spec import EditSpec
 from ..edits.targets import RewriteTarget, erase_target
 from ..errors import EditSpecError
@@ -45,8 +44,7 @@ def context_erase_target(generator, layer: int, request: ResolvedRequest, spec: 
     from ..rewrite import trace_images  # rewrite imports the methods; import late to keep the graph acyclic
     regions = request.context[:context_images] if context_images else request.context
     trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
-    size = max(max(r.mask.shape) for r in regions)
-    masks = torch.stack([resize_mask(r.mask, (size, size)) for r in regions])
+    masks = stacked_masks(regions)
     target, units = erase_target(generator, layer, trace, masks, second_moment, drank, tight_paste)
     return target, units, masks
 
