@@ -360,6 +360,17 @@ def test_surroundings_erase_needs_no_drank_and_is_recorded_only_when_chosen():
         EditRequest(context, copy=Region(2, "b.png"), paste=Region(3, "c.png"), erase_fill="surroundings")
 
 
+def test_edit_config_turns_a_recorded_copy_paste_into_a_surroundings_erase(tmp_path):
+    from rewriting.edits.config import spec_from_config
+    path = tmp_path / "watermark.json"
+    make_spec().save(path)
+    spec = spec_from_config({"file": str(path), "erase": True, "erase_fill": "surroundings"}, generator=None)
+    assert spec.request.erase and spec.request.copy is None
+    assert spec.request.erase_fill == "surroundings"
+    with pytest.raises(EditSpecError, match="erase_fill='smudge'.*unknown"):
+        spec_from_config({"file": str(path), "erase": True, "erase_fill": "smudge"}, generator=None)
+
+
 def test_where_an_edit_acts_when_regions_are_left_out():
     paste = Region(9, "p.png")
     copy_paste = EditRequest([], copy=Region(2, "b.png"), paste=paste)
