@@ -3,8 +3,9 @@
     python experiments/watermark_removal.py [--samples 200] [--seeds 3] [--dranks 8 15]
         [--out results/watermark_removal]
 
-Rows: no edit; the rank-one erase at a small and a large drank; unit zeroing (GAN dissection) at
-the same dranks. The paper used drank 30 and 60 on 512-channel layers; by default the dranks are
+Rows: no edit; the rank-one erase at a small and a large drank (erase_fill zero_units, the
+paper's); unit zeroing (GAN dissection) at the same dranks; the rank-one erase filling the region
+from its surroundings (erase_fill surroundings, ours; no drank). The paper used drank 30 and 60 on 512-channel layers; by default the dranks are
 scaled to the edited layer's key dimension (30/512 and 60/512 of it). A sample shows a watermark
 when the segmenter labels at least 4 of its pixels so (`evaluate_edit`'s min_pixels). Undesired
 change is the masked L1 outside the (dilated) watermark region. `--edit` takes any erase edit
@@ -44,19 +45,23 @@ def erase_setting(edit: str, overrides: list[str]) -> tuple[int, int, str]:
 
 def run_rows(edit: str, erased: str, dranks: list[int], seeds: int, samples: int, scratch: Path, extra: list[str],
              reuse: bool = False, log=print) -> dict[tuple[str, int], list[dict]]:
-    """Runs of the rank-one erase and of unit zeroing at each drank, by (method, drank)."""
-    grouped: dict[tuple[str, int], list[dict]] = {}
-    for method in ("rank_one", "unit_zeroing"):
-        for drank in dranks:
-            for seed in seed_values(seeds):
-                out = scratch / "runs" / edit / f"{method}_drank{drank}" / f"seed{seed}"
-                overrides = [*resolved_edit_overrides(edit, seed, scratch, extra), f"method={method}",
-                             f"++edit.drank={drank}", f"seed={seed}", *experiment_overrides(scratch, samples), *extra]
-                metrics = run_overrides(overrides, out, reuse)
-                grouped.setdefault((method, drank), []).append(metrics)
-                log(f"{method:13s} drank {drank:3d} seed {seed}: {erased} shown "
-                    f"{metrics.get(f'share_showing_{erased}_before')} -> {metrics.get(f'share_showing_{erased}_after')}"
-                    f", undesired L1 {metrics.get('undesired_change_l1')} ({metrics['run_seconds']:.0f} s)")
+    """Runs of the rank-one erase and of unit zeroing at each drank, and of the surroundings fill, by (row, drank)."""
+    grouped: dict[tuple[str, int | None], list[dict]] = {}
+    settings = [("rank_one", "rank_one", "zero_units", drank) for drank in dranks]
+    settings += [("unit_zeroing", "unit_zeroing", "zero_units", drank) for drank in dranks]
+    settings += [("rank_one, surroundings fill", "rank_one", "surroundings", None)]
+    for row, method, fill, drank in settings:
+        for seed in seed_values(seeds):
+            name = f"{method}_drank{drank}" if drank is not None else f"{method}_{fill}"
+            out = scratch / "runs" / edit / name / f"seed{seed}"
+            overrides = [*resolved_edit_overrides(edit, seed, scratch, extra), f"method={method}",
+                         f"++edit.erase_fill={fill}", *([f"++edit.drank={drank}"] if drank is not None else []),
+                         f"seed={seed}", *experiment_overrides(scratch, samples), *extra]
+            metrics = run_overrides(overrides, out, reuse)
+            grouped.setdefault((row, drank), []).append(metrics)
+            log(f"{row:13s} drank {drank} seed {seed}: {erased} shown "
+                f"{metrics.get(f'share_showing_{erased}_before')} -> {metrics.get(f'share_showing_{erased}_after')}"
+                f", undesired L1 {metrics.get('undesired_change_l1')} ({metrics['run_seconds']:.0f} s)")
     return grouped
 
 
@@ -69,7 +74,7 @@ def table(grouped: dict[tuple[str, int], list[dict]], erased: str) -> tuple[list
     csv_rows = [{"method": "no edit", "drank": None, "showing_before_mean": mean_std(before)[0],
                  "showing_after_mean": mean_std(before)[0], "showing_after_std": 0.0, "undesired_change_l1_mean": 0.0}]
     for (method, drank), runs in grouped.items():
-        rows.append([method, str(drank), metric_cell(runs, before_key), metric_cell(runs, after_key),
+        rows.append([method, "—" if drank is None else str(drank), metric_cell(runs, before_key), metric_cell(runs, after_key),
                      metric_cell(runs, "erase_success"), metric_cell(runs, "undesired_change_l1", 4),
                      format_mean_std(numbers(runs, "edit_seconds"), 1), str(len(runs))])
         row = {"method": method, "drank": drank}

@@ -116,12 +116,19 @@ def test_erase_table_writes_before_and_after_shares(toytown_segmenter, scratch, 
     watermark_removal.main(["--edit", "erase_windows", "--samples", "8", "--seeds", "1", "--dranks", "4", "--out",
                             str(out), "--scratch", str(scratch), *QUICK])
     rows = read_csv(out / "table.csv")
-    assert [r["method"] for r in rows] == ["no edit", "rank_one", "unit_zeroing"]
+    assert [r["method"] for r in rows] == ["no edit", "rank_one", "unit_zeroing", "rank_one, surroundings fill"]
+    # The drank rows are the paper's zero-units erase even though erase_windows fills by default.
+    runs = scratch / "runs" / "erase_windows"
+    zeroed = json.loads((runs / "rank_one_drank4" / "seed1" / "metrics.json").read_text())
+    assert len(zeroed["erased_units"]) == 4
+    filled = json.loads((runs / "rank_one_surroundings" / "seed1" / "edit.json").read_text())
+    assert filled["request"]["erase_fill"] == "surroundings"
     before = float(rows[0]["showing_before_mean"])
     assert all(float(r["showing_before_mean"]) == before for r in rows)  # one metric sample for every row
     assert 0 < before <= 1 and 0 <= float(rows[2]["showing_after_mean"]) <= 1
     table = (out / "table.md").read_text()
-    assert "| unit_zeroing | 4 |" in table and "showing a window" in table
+    assert "| unit_zeroing | 4 |" in table and "| rank_one, surroundings fill | — |" in table
+    assert "showing a window" in table
 
 
 def test_layer_sweep_writes_its_table_and_names_a_best_layer(toytown_segmenter, scratch, tmp_path):
