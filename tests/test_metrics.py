@@ -259,7 +259,7 @@ EXPECTED_KEYS = {
     "edit_success", "erase_success", "undesired_change_l1", "edited_region_l1", "whole_image_l1",
     "undesired_change_lpips_alex", "segmenter_fid_edited_vs_unedited", "share_showing_dark_before",
     "share_showing_dark_after", "share_showing_bright_before", "share_showing_bright_after",
-    "num_samples", "seed", "metric_seconds", "warnings",
+    "source_labelled_dark_after", "source_labelled_bright_after", "num_samples", "seed", "metric_seconds", "warnings",
 }
 
 
@@ -283,6 +283,7 @@ def test_evaluate_edit_of_identical_generators_reports_no_change():
     assert results["undesired_change_lpips_alex"] == pytest.approx(0.0, abs=1e-7)
     assert results["segmenter_fid_edited_vs_unedited"] == pytest.approx(0.0, abs=1e-6)
     assert results["share_showing_dark_before"] == results["share_showing_dark_after"]
+    assert results["source_labelled_dark_after"] == 1.0 and results["source_labelled_bright_after"] == 0.0
     assert results["num_samples"] == 8 and results["warnings"] == []
     json.dumps(results, allow_nan=False)
 
@@ -296,6 +297,9 @@ def test_evaluate_edit_of_a_perturbed_layer_reports_change_and_is_reproducible()
     assert results["undesired_change_lpips_alex"] > 0
     assert results["segmenter_fid_edited_vs_unedited"] > 0
     assert 0 < results["edit_success"] <= 1
+    # Where the source pixels went: the target's share is the success, and the shares add up.
+    assert results["source_labelled_bright_after"] == pytest.approx(results["edit_success"])
+    assert results["source_labelled_dark_after"] + results["source_labelled_bright_after"] == pytest.approx(1.0)
     again = evaluate(generator, edited, lpips_net=None, fid_features=None)
     for key in ("edit_success", "erase_success", "undesired_change_l1", "whole_image_l1"):
         assert again[key] == pytest.approx(results[key])

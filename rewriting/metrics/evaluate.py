@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from rewriting.errors import RewritingError, WeightsUnavailableError
 from rewriting.metrics import fid
 from rewriting.metrics.distance import MaskedMean, l1_map, load_lpips, lpips_map, source_region
-from rewriting.metrics.success import edit_success_counts, erase_success_counts, label_presence_counts
+from rewriting.metrics.success import class_mask, edit_success_counts, erase_success_counts, label_presence_counts
 from rewriting.metrics.weights import BACKBONE_WEIGHTS
 
 ClassList = Sequence[int | str]
@@ -123,6 +123,8 @@ class EditMetricSums:
         self.counts = {name: 0 for name in ("edit_hits", "edit_total", "erase_hits", "erase_total", "samples")}
         self.shown_before = torch.zeros(len(self.label_names), dtype=torch.long)
         self.shown_after = torch.zeros(len(self.label_names), dtype=torch.long)
+        # What the source (or erased) pixels became: one count per label the segmenter gives them after.
+        self.region_after = torch.zeros(len(self.label_names), dtype=torch.long)
 
     @torch.no_grad()
     def add(self, z: torch.Tensor) -> None:
@@ -149,6 +151,9 @@ class EditMetricSums:
             if self.region_classes is not None:
                 region = source_region(labels_before, self.region_classes, self.region_dilate).to(self.device)
                 keep = 1 - region
+                was_region = class_mask(labels_before, self.region_classes)
+                self.region_after += torch.bincount(labels_after[was_region].flatten().cpu(),
+                                                    minlength=len(self.label_names))[:len(self.label_names)]
                 self.outside_l1.add(distance, keep)
                 self.inside_l1.add(distance, region)
             self.shown_before += label_presence_counts(labels_before, len(self.label_names), self.min_pixels).cpu()
@@ -173,6 +178,7 @@ class EditMetricSums:
             out[f"{name}.weight"] = torch.tensor(mean.weight, dtype=torch.float64)
         out["shown_before"] = self.shown_before.double()
         out["shown_after"] = self.shown_after.double()
+        out["region_after"] = self.region_after.double()
         for prefix, metric in self._fid_metrics().items():
             for state in fid.FID_STATES:
                 out[f"{prefix}.{state}"] = getattr(metric, state).detach().double().cpu()
@@ -187,6 +193,7 @@ class EditMetricSums:
             mean.total, mean.weight = float(sums[f"{name}.total"]), float(sums[f"{name}.weight"])
         self.shown_before = sums["shown_before"].round().long()
         self.shown_after = sums["shown_after"].round().long()
+        self.region_after = sums["region_after"].round().long()
         for prefix, metric in self._fid_metrics().items():
             for state in fid.FID_STATES:
                 current = getattr(metric, state)
@@ -216,6 +223,10 @@ class EditMetricSums:
             name = self.label_names[index]
             results[f"share_showing_{name}_before"] = int(self.shown_before[index]) / samples
             results[f"share_showing_{name}_after"] = int(self.shown_after[index]) / samples
+        if self.region_classes is not None and self.segmenter is not None:
+            region_pixels = int(self.region_after.sum())
+            for index, name in enumerate(self.label_names):
+                results[f"source_labelled_{name}_after"] = _share(int(self.region_after[index]), region_pixels)
         results["num_samples"] = samples
         results["warnings"] = list(self.warnings)
         return results
@@ -247,7 +258,9 @@ def evaluate_edit(
     and edited_region_l1 (outside / inside the source region, or the erased one, dilated by
     region_dilate px), undesired_change_lpips_<net> (whole_image_lpips_<net> without a region),
     whole_image_l1, segmenter_fid_edited_vs_unedited, inception_fid_edited_vs_unedited,
-    share_showing_<class>_before / _after, num_samples, seed, metric_seconds, warnings.
+    share_showing_<class>_before / _after, source_labelled_<class>_after (of the source, or erased,
+    class's pixels before the edit, the share the segmenter labels <class> after: where they went),
+    num_samples, seed, metric_seconds, warnings.
     Classes are indices or names from `label_names` (default: the Toytown labels).
     `lpips_model`: an already loaded spatial LPIPS model for `lpips_net` (reused across evaluations).
     `distributed`: Lightning Trainer options (e.g. strategy="ddp_spawn", devices=4) to split the
