@@ -171,7 +171,7 @@ class FinetuneAll(RequestMethod):
 
     def erase_targets(self, generator, layer, request, spec, second_moment
                       ) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int]]:
-        """The context images rendered with the region's units zeroed; the loss covers each mask's box."""
+        """The context images rendered with the region erased at the layer; the loss covers each mask's box."""
         if request.erase_fill == "surroundings":
             units = None
             regions = request.context[: self.context_images] if self.context_images else request.context
