@@ -107,6 +107,10 @@ def test_bundled_spire_to_tree_runs_end_to_end_and_measures_success(tmp_path):
     # Tower tops become trees while the rest of the image barely moves.
     assert metrics["edit_success"] > 0.3
     assert metrics["undesired_change_l1"] < 0.05
+    # metrics.json says where every spire pixel went; the tree share is the success.
+    went = {key: value for key, value in metrics.items() if key.startswith("source_labelled_")}
+    assert metrics["source_labelled_tree_after"] == pytest.approx(metrics["edit_success"])
+    assert sum(went.values()) == pytest.approx(1.0)
     edit = json.loads((out / "edit.json").read_text())
     assert all("resolved_mask" in region for region in edit["request"]["context"])
 
