@@ -5,9 +5,10 @@
 
 Rows: no edit; the rank-one erase at a small and a large drank (erase_fill zero_units, the
 paper's); unit zeroing (GAN dissection) at the same dranks; the rank-one erase filling the region
-from its surroundings (erase_fill surroundings, ours; no drank). The paper used drank 30 and 60 on 512-channel layers; by default the dranks are
-scaled to the edited layer's key dimension (30/512 and 60/512 of it). A sample shows a watermark
-when the segmenter labels at least 4 of its pixels so (`evaluate_edit`'s min_pixels). Undesired
+from its surroundings (erase_fill surroundings, ours; no drank). The paper used drank 30 and 60
+on 512-channel layers; by default the dranks are scaled to the edited layer's key dimension
+(30/512 and 60/512 of it). A sample shows a watermark when the segmenter labels more than 4 of
+its pixels so (`evaluate_edit`'s min_pixels, PRESENCE_MIN_PIXELS). Undesired
 change is the masked L1 outside the (dilated) watermark region. `--edit` takes any erase edit
 (e.g. erase_windows): the share is then that of its first erase class.
 """
@@ -23,6 +24,7 @@ from hydra.utils import instantiate
 
 from paper_tables import (RESULTS_DIR, compose_config, experiment_overrides, format_mean_std, mean_std, metric_cell,
                           numbers, resolved_edit_overrides, run_overrides, seed_values, write_csv, write_markdown_table)
+from rewriting.metrics.success import PRESENCE_MIN_PIXELS
 
 PAPER_DRANKS, PAPER_WIDTH = (30, 60), 512
 
@@ -74,7 +76,8 @@ def table(grouped: dict[tuple[str, int], list[dict]], erased: str) -> tuple[list
     csv_rows = [{"method": "no edit", "drank": None, "showing_before_mean": mean_std(before)[0],
                  "showing_after_mean": mean_std(before)[0], "showing_after_std": 0.0, "undesired_change_l1_mean": 0.0}]
     for (method, drank), runs in grouped.items():
-        rows.append([method, "—" if drank is None else str(drank), metric_cell(runs, before_key), metric_cell(runs, after_key),
+        rows.append([method, "—" if drank is None else str(drank), metric_cell(runs, before_key),
+                     metric_cell(runs, after_key),
                      metric_cell(runs, "erase_success"), metric_cell(runs, "undesired_change_l1", 4),
                      format_mean_std(numbers(runs, "edit_seconds"), 1), str(len(runs))])
         row = {"method": method, "drank": drank}
@@ -110,8 +113,9 @@ def main(argv: list[str] | None = None) -> Path:
     scaled = " = the paper's 30 and 60 of 512, scaled" if not args.dranks else ""
     preface = (f"Erase edit {args.edit} at layer {layer} ({key_dimension} key channels; dranks {dranks}{scaled}), "
                f"{datetime.date.today()}: {args.samples} metric samples, {args.seeds} seed(s), mean ± std; "
-               f"the runs took {run_minutes:.1f} min. A sample shows a {erased} when >= 4 of its pixels are "
-               f"labelled so; masked L1 is measured outside the (dilated) {erased} region.")
+               f"the runs took {run_minutes:.1f} min. A sample shows a {erased} when more than "
+               f"{PRESENCE_MIN_PIXELS} of its pixels are labelled so; masked L1 is measured outside the (dilated) "
+               f"{erased} region.")
     write_markdown_table(args.out / "table.md", header, rows, preface)
     write_csv(args.out / "table.csv", csv_rows)
     print(f"wrote {args.out / 'table.md'} ({minutes:.1f} min)")

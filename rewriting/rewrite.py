@@ -60,7 +60,7 @@ def trace_images(generator, layer: int, image_ids: list[int], seed: int) -> Laye
 def build_target(generator, layer: int, request: ResolvedRequest, spec: EditSpec, method: LayerMethod,
                  second_moment: torch.Tensor) -> tuple[RewriteTarget, list[int]]:
     if request.erase:
-        regions = request.context[: method.context_images] if method.context_images else request.context
+        regions = request.context_images(method.context_images)
         trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
         masks = stacked_masks(regions)
         target, units = erase_target(generator, layer, trace, masks, second_moment, request.drank,
@@ -101,7 +101,7 @@ def rewrite(generator, spec: EditSpec | str, method: LayerMethod | RequestMethod
         units = fit.units
     else:
         if method.uses_directions:
-            regions = request.context[: method.context_images] if method.context_images else request.context
+            regions = request.context_images(method.context_images)
             context_trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
             keys = [masked_keys(context_trace.keys[i], r.mask) for i, r in enumerate(regions)]
             directions = context_directions(keys, matrix, method.rank).to(matrix.device)

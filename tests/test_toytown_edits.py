@@ -75,7 +75,8 @@ def test_pick_largest_copies_the_biggest_tree_among_the_first_images_showing_one
     spec = spec_from_config(config, generator, segmenter)
     taken = tuple(r.image_id for r in spec.request.context)
     candidates = find_images_with_label(generator, segmenter, "tree", 6, seed=spec.seed, exclude=taken)
-    sizes = [largest_component(m).sum().item() for m in label_masks(generator, segmenter, candidates, "tree", spec.seed)]
+    trees = label_masks(generator, segmenter, candidates, "tree", spec.seed)
+    sizes = [largest_component(m).sum().item() for m in trees]
     assert len(set(sizes)) > 1  # the choice matters
     assert spec.request.copy.image_id == candidates[sizes.index(max(sizes))]
     spires = find_images_with_label(generator, segmenter, "spire", 4, seed=spec.seed, exclude=taken)

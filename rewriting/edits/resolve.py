@@ -11,7 +11,7 @@ import torch
 
 from ..errors import EditSpecError, MaskError
 from .latents import latents_for_ids
-from .masks import encode_mask
+from .masks import encode_mask, resize_mask
 from .spec import EditSpec, Region
 
 
@@ -31,10 +31,13 @@ class ResolvedRequest:
     drank: int | None
     erase_fill: str = "zero_units"
 
+    def context_images(self, limit: int | None = None) -> list[ResolvedRegion]:
+        """The context regions, the first `limit` of them when a method uses fewer (None: all)."""
+        return self.context[:limit] if limit else self.context
+
 
 def stacked_masks(regions: list[ResolvedRegion]) -> torch.Tensor:
     """The regions' masks (n, S, S), resized to the largest one's size S."""
-    from .masks import resize_mask
     size = max(max(r.mask.shape) for r in regions)
     return torch.stack([resize_mask(r.mask, (size, size)) for r in regions])
 

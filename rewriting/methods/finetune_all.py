@@ -174,7 +174,7 @@ class FinetuneAll(RequestMethod):
         """The context images rendered with the region erased at the layer; the loss covers each mask's box."""
         if request.erase_fill == "surroundings":
             units = None
-            regions = request.context[: self.context_images] if self.context_images else request.context
+            regions = request.context_images(self.context_images)
             masks = stacked_masks(regions)
         else:
             drank = resolve_drank(self.drank, request, self.name)

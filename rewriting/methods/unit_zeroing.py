@@ -42,7 +42,7 @@ def context_erase_target(generator, layer: int, request: ResolvedRequest, spec: 
                          tight_paste: bool = True) -> tuple[RewriteTarget, torch.Tensor, torch.Tensor]:
     """The layer's erase target on the context images, the zeroed units (drank,) and the masks (n, S, S)."""
     from ..rewrite import trace_images  # rewrite imports the methods; import late to keep the graph acyclic
-    regions = request.context[:context_images] if context_images else request.context
+    regions = request.context_images(context_images)
     trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
     masks = stacked_masks(regions)
     target, units = erase_target(generator, layer, trace, masks, second_moment, drank, tight_paste)

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from rewriting.errors import RewritingError, WeightsUnavailableError
 from rewriting.metrics import fid
 from rewriting.metrics.distance import MaskedMean, l1_map, load_lpips, lpips_map, source_region
-from rewriting.metrics.success import class_mask, edit_success_counts, erase_success_counts, label_presence_counts
+from rewriting.metrics.success import (PRESENCE_MIN_PIXELS, class_mask, edit_success_counts, erase_success_counts,
+                                       label_presence_counts)
 from rewriting.metrics.weights import BACKBONE_WEIGHTS
 
 ClassList = Sequence[int | str]
@@ -248,7 +249,7 @@ def evaluate_edit(
     lpips_model: nn.Module | None = None,
     fid_features: nn.Module | None = None,
     inception_fid: bool = False,
-    min_pixels: int = 4,
+    min_pixels: int = PRESENCE_MIN_PIXELS,
     progress: bool = True,
     distributed: dict | None = None,
 ) -> dict[str, Any]:
