@@ -6,6 +6,7 @@ Each run goes through `rewriting.pipeline.run` on a config composed from conf/ e
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import statistics
@@ -69,6 +70,9 @@ def resolved_edit_overrides(edit: str, seed: int, scratch: Path, extra: Sequence
 
     Label requests are resolved (segmenting generated images) once per edit and seed; the spec with
     its recorded masks is saved and every method replays it (edit=from_file), as `run` would resolve it.
+    The saved file is named by a hash of what the resolution depends on (the edit config, generator
+    and segmenter settings): a changed request resolves anew, and `--reuse` cannot replay runs of an
+    older request, since their configs name another file.
     """
     from hydra.utils import instantiate
 
@@ -77,7 +81,11 @@ def resolved_edit_overrides(edit: str, seed: int, scratch: Path, extra: Sequence
     from rewriting.pipeline import load_segmenter
 
     cfg = compose_config([f"edit={edit}", *seed_overrides(seed), *extra])
-    path = scratch / "requests" / f"{edit}_seed{seed}.json"
+    resolved_by = {name: OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+                   for name, node in (("edit", cfg.edit), ("generator", cfg.generator),
+                                      ("segmenter", cfg.metrics.get("segmenter")))}
+    digest = hashlib.sha256(json.dumps(resolved_by, sort_keys=True, default=str).encode()).hexdigest()
+    path = scratch / "requests" / f"{edit}_seed{seed}_{digest[:12]}.json"
     if not path.is_file():
         generator = instantiate(cfg.generator, device="cpu")
         segmenter = load_segmenter(cfg.metrics, generator)

@@ -279,3 +279,52 @@ def test_mapping_only_checkpoints_pack_small_and_unpack_to_the_same_images(make_
     with pytest.raises(SystemExit, match="not a mapping-only fine-tune"):
         mappings.main(["pack", str(tmp_path / "other_step7.pt"), "--base", str(tmp_path / "base.pt"),
                        "--out", str(tmp_path / "x.safetensors")])
+
+
+def test_compare_requests_judges_a_request_on_the_seeds_it_was_not_chosen_on(tmp_path):
+    import compare_requests
+
+    def sweep(name, success_by_seed, l1=0.02):
+        folder = tmp_path / name
+        folder.mkdir()
+        with open(folder / "runs.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["edit", "layer", "seed", "edit_success", "undesired_change_l1"])
+            writer.writeheader()
+            for seed, success in success_by_seed.items():
+                writer.writerow({"edit": "spire_to_tree", "layer": 6, "seed": seed, "edit_success": success,
+                                 "undesired_change_l1": l1})
+                writer.writerow({"edit": "spire_to_tree", "layer": 7, "seed": seed, "edit_success": 0.0,
+                                 "undesired_change_l1": 0.5})
+        return folder
+
+    first = sweep("first", {1: 0.2, 2: 0.2, 3: 0.5, 4: 0.1, 5: 0.30})
+    largest = sweep("largest", {1: 0.9, 2: 0.9, 3: 0.2, 4: 0.6, 5: 0.305}, l1=0.04)
+    result = compare_requests.main([str(first), str(largest), "--layer", "6", "--baseline", str(first),
+                                    "--chosen-on", "1", "2", "--out", str(tmp_path / "summary.json")])
+    chosen = result["requests"]["largest"]
+    # Seeds 1-2 made the choice look good; only seeds 3-5 judge it: worse, better, a tie.
+    assert chosen["mean_edit_success_seeds_chosen_on"] == pytest.approx(0.9)
+    assert chosen["mean_edit_success_held_out_seeds"] == pytest.approx((0.2 + 0.6 + 0.305) / 3)
+    assert chosen["held_out_against_baseline"] == {"better": 1, "within_0.01": 1, "worse": 1}
+    assert chosen["seeds_reaching_bar"] == 3 and chosen["largest_undesired_change_l1"] == pytest.approx(0.04)
+    assert result["requests"]["first"]["seeds_reaching_bar"] == 1
+    assert json.loads((tmp_path / "summary.json").read_text())["requests"]["largest"]["seeds"] == 5
+    with pytest.raises(SystemExit, match="no run at layer 5"):
+        compare_requests.main([str(first), "--layer", "5", "--baseline", str(first)])
+
+
+def test_a_changed_request_is_resolved_anew_so_reused_runs_cannot_replay_the_old_one(tmp_path):
+    from paper_tables import resolved_edit_overrides
+
+    from rewriting.edits.spec import load_edit
+
+    def resolved(*extra):
+        overrides = resolved_edit_overrides("spire_to_tree", 1, tmp_path, ["++edit.request.context.count=2", *extra])
+        return Path(next(o for o in overrides if o.startswith("edit.file=")).split("=", 1)[1])
+
+    largest = resolved()
+    first = resolved("++edit.request.copy.pick=first")
+    assert largest != first  # the runs' configs name different files, so --reuse re-runs them
+    assert load_edit(largest).request.copy.image_id != load_edit(first).request.copy.image_id
+    written = largest.stat().st_mtime_ns
+    assert resolved() == largest and largest.stat().st_mtime_ns == written  # the same request: resolved once

@@ -1,0 +1,90 @@
+"""Compare ways of making one edit's request, seed by seed, from layer sweeps run at the same seeds.
+
+    python experiments/compare_requests.py DIR_A DIR_B ... --layer 6 --baseline DIR_A
+        [--chosen-on 1 8] [--out summary.json]
+
+Each DIR is a `layer_sweep.py --out` folder (its runs.csv); the edit seeds pick the latent sample
+the request's regions are found in, so every seed is another request of the same kind. Reports,
+per DIR at that layer: success per seed, mean over all seeds and over the seeds the choice was not
+made on (outside `--chosen-on FIRST LAST`), how many seeds reach the success bar, the largest masked
+L1, and against the baseline DIR: on how many held-out seeds it is better, within 0.01, or worse.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+from pathlib import Path
+
+from rewriting.atomic import write_json
+
+SUCCESS_BAR = 0.50
+TIE = 0.01
+
+
+def seed_rows(folder: Path, layer: int) -> dict[int, dict]:
+    """Seed -> its run's row at `layer` in folder/runs.csv."""
+    with open(folder / "runs.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["layer"]) == layer]
+    if not rows:
+        raise SystemExit(f"{folder / 'runs.csv'} has no run at layer {layer}; sweep that layer or pass --layer")
+    return {int(row["seed"]): row for row in rows}
+
+
+def mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(folders: list[Path], layer: int, baseline: Path, chosen_on: tuple[int, int]) -> dict:
+    """Per folder: per-seed success, means (all / held-out seeds), bar count, worst L1, paired comparison."""
+    runs = {folder: seed_rows(folder, layer) for folder in folders}
+    base = runs[baseline]
+    summary = {}
+    for folder, rows in runs.items():
+        success = {seed: float(row["edit_success"]) for seed, row in sorted(rows.items())}
+        held_out = [seed for seed in success if not chosen_on[0] <= seed <= chosen_on[1]]
+        entry = {
+            "edit_success": {str(seed): value for seed, value in success.items()},
+            "mean_edit_success": mean(list(success.values())),
+            "mean_edit_success_seeds_chosen_on": mean([v for s, v in success.items() if s not in held_out]),
+            "mean_edit_success_held_out_seeds": mean([success[s] for s in held_out]),
+            "seeds_reaching_bar": sum(value >= SUCCESS_BAR for value in success.values()),
+            "seeds": len(success),
+            "largest_undesired_change_l1": max(float(row["undesired_change_l1"]) for row in rows.values()),
+        }
+        if folder != baseline:
+            paired = [success[s] - float(base[s]["edit_success"]) for s in held_out if s in base]
+            entry["held_out_against_baseline"] = {
+                "better": sum(d > TIE for d in paired), "within_0.01": sum(abs(d) <= TIE for d in paired),
+                "worse": sum(d < -TIE for d in paired)}
+        summary[folder.name] = entry
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--layer", type=int, required=True)
+    parser.add_argument("--baseline", type=Path, required=True, help="one of the folders")
+    parser.add_argument("--chosen-on", type=int, nargs=2, default=(0, -1), metavar=("FIRST", "LAST"),
+                        help="seeds the choice was made on (the rest are held out); default: none")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.baseline not in args.folders:
+        parser.error("--baseline must be one of the folders")
+    result = {"date": datetime.date.today().isoformat(), "layer": args.layer,
+              "command": "python experiments/compare_requests.py " + " ".join(map(str, args.folders))
+                         + f" --layer {args.layer} --baseline {args.baseline}"
+                         + f" --chosen-on {args.chosen_on[0]} {args.chosen_on[1]}"
+                         + (f" --out {args.out}" if args.out else ""),
+              "success_bar": SUCCESS_BAR, "chosen_on_seeds": list(args.chosen_on),
+              "requests": summarize(args.folders, args.layer, args.baseline, tuple(args.chosen_on))}
+    if args.out:
+        write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
