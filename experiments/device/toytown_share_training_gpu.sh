@@ -8,7 +8,7 @@
 #
 # Hydra is not on the device image; carry its wheels (made here, once; .whl is ignored by git):
 #   echo /.whl/ >> .git/info/exclude
-#   pip download --no-deps -d .whl hydra-core==1.3.2 omegaconf==2.3.0
+#   pip download --no-deps -d .whl hydra-core==1.3.8 omegaconf==2.3.1   # the versions pip installs here
 #   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3     # sdist only: build the wheel here
 # Device call (carry: [".whl"]; timeout_s 560: ~5 min training + ~3 min selection):
 #   OUT=$OUT MINUTES=5 bash experiments/device/toytown_share_training_gpu.sh
