@@ -17,6 +17,7 @@ import datetime
 import json
 from pathlib import Path
 
+from paper_tables import mean_std
 from rewriting.atomic import write_json
 
 SUCCESS_BAR = 0.50
@@ -32,10 +33,6 @@ def seed_rows(folder: Path, layer: int) -> dict[int, dict]:
     return {int(row["seed"]): row for row in rows}
 
 
-def mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def summarize(folders: list[Path], layer: int, baseline: Path, chosen_on: tuple[int, int]) -> dict:
     """Per folder: per-seed success, means (all / held-out seeds), bar count, worst L1, paired comparison."""
     runs = {folder: seed_rows(folder, layer) for folder in folders}
@@ -46,9 +43,9 @@ def summarize(folders: list[Path], layer: int, baseline: Path, chosen_on: tuple[
         held_out = [seed for seed in success if not chosen_on[0] <= seed <= chosen_on[1]]
         entry = {
             "edit_success": {str(seed): value for seed, value in success.items()},
-            "mean_edit_success": mean(list(success.values())),
-            "mean_edit_success_seeds_chosen_on": mean([v for s, v in success.items() if s not in held_out]),
-            "mean_edit_success_held_out_seeds": mean([success[s] for s in held_out]),
+            "mean_edit_success": mean_std(list(success.values()))[0],
+            "mean_edit_success_seeds_chosen_on": mean_std([v for s, v in success.items() if s not in held_out])[0],
+            "mean_edit_success_held_out_seeds": mean_std([success[s] for s in held_out])[0],
             "seeds_reaching_bar": sum(value >= SUCCESS_BAR for value in success.values()),
             "seeds": len(success),
             "largest_undesired_change_l1": max(float(row["undesired_change_l1"]) for row in rows.values()),
