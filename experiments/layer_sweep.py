@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from paper_tables import (RESULTS_DIR, compose_config, experiment_overrides, format_mean_std, mean_std, numbers,
-                          resolved_edit_overrides, run_overrides, seed_values, write_csv, write_markdown_table)
+                          replayed_overrides, resolved_edit_overrides, run_overrides, seed_values, write_csv,
+                          write_markdown_table)
 
 
 RUN_COLUMNS = ("edit", "layer", "seed", "edit_success", "erase_success", "undesired_change_l1", "objective",
@@ -34,7 +35,8 @@ def sweep(edits, layers, seeds: int, samples: int, method: str, scratch: Path, e
             for seed in seed_values(seeds):
                 out = scratch / "runs" / edit / f"layer{layer}" / f"seed{seed}"
                 overrides = [*resolved_edit_overrides(edit, seed, scratch, extra), f"method={method}",
-                             f"layer={layer}", f"seed={seed}", *experiment_overrides(scratch, samples), *extra]
+                             f"layer={layer}", f"seed={seed}", *experiment_overrides(scratch, samples),
+                             *replayed_overrides(extra)]
                 metrics = {**run_overrides(overrides, out, reuse), "edit": edit, "layer": layer, "seed": seed}
                 grouped.setdefault((edit, layer), []).append(metrics)
                 log(f"{edit:18s} layer {layer}: success {metrics.get('edit_success')} undesired L1 "

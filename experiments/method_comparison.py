@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from paper_tables import (RESULTS_DIR, TOYTOWN_EDITS, experiment_overrides, format_mean_std, is_erase_edit,
-                          lpips_key, mean_std, metric_cell, numbers, resolved_edit_overrides, run_overrides,
-                          seed_values, write_csv, write_markdown_table)
+                          lpips_key, mean_std, metric_cell, numbers, replayed_overrides, resolved_edit_overrides,
+                          run_overrides, seed_values, write_csv, write_markdown_table)
 
 METHODS = ("rank_one", "rank_n", "closed_form", "finetune_layer", "finetune_all", "unit_zeroing")
 ERASE_ONLY = {"unit_zeroing"}
@@ -43,7 +43,7 @@ def run_grid(edits, methods, seeds: int, samples: int, scratch: Path, extra: lis
             for seed in seed_values(seeds):
                 out = scratch / "runs" / edit / method / f"seed{seed}"
                 overrides = [*resolved_edit_overrides(edit, seed, scratch, extra), f"method={method}", f"seed={seed}",
-                             *experiment_overrides(scratch, samples, device), *extra]
+                             *experiment_overrides(scratch, samples, device), *replayed_overrides(extra)]
                 metrics = run_overrides(overrides, out, reuse)
                 metrics.update(edit=edit, method_name=method, seed=seed)
                 runs.append(metrics)

@@ -65,6 +65,11 @@ def seed_overrides(seed: int) -> list[str]:
     return [f"seed={seed}", f"++edit.seed={seed}"]
 
 
+def replayed_overrides(extra: Sequence[str]) -> list[str]:
+    """The extra overrides a replayed run takes: those of the request (`edit.request.*`) act at resolution only."""
+    return [override for override in extra if not override.lstrip("+~").startswith("edit.request.")]
+
+
 def resolved_edit_overrides(edit: str, seed: int, scratch: Path, extra: Sequence[str] = ()) -> list[str]:
     """Overrides that replay edit config `edit` at latent-sample `seed` from its request, resolved once.
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from hydra.utils import instantiate
 
 from paper_tables import (RESULTS_DIR, compose_config, experiment_overrides, format_mean_std, mean_std, metric_cell,
-                          numbers, resolved_edit_overrides, run_overrides, seed_values, write_csv, write_markdown_table)
+                          numbers, replayed_overrides, resolved_edit_overrides, run_overrides, seed_values, write_csv,
+                          write_markdown_table)
 from rewriting.metrics.success import PRESENCE_MIN_PIXELS
 
 PAPER_DRANKS, PAPER_WIDTH = (30, 60), 512
@@ -58,7 +59,8 @@ def run_rows(edit: str, erased: str, dranks: list[int], seeds: int, samples: int
             out = scratch / "runs" / edit / name / f"seed{seed}"
             overrides = [*resolved_edit_overrides(edit, seed, scratch, extra), f"method={method}",
                          f"++edit.erase_fill={fill}", *([f"++edit.drank={drank}"] if drank is not None else []),
-                         f"seed={seed}", *experiment_overrides(scratch, samples), *extra]
+                         f"seed={seed}", *experiment_overrides(scratch, samples),
+                         *replayed_overrides(extra)]
             metrics = run_overrides(overrides, out, reuse)
             grouped.setdefault((row, drank), []).append(metrics)
             log(f"{row:13s} drank {drank} seed {seed}: {erased} shown "

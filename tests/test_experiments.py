@@ -146,6 +146,15 @@ def test_layer_sweep_writes_its_table_and_names_a_best_layer(toytown_segmenter, 
     assert success[0] == pytest.approx(float(rows[1]["edit_success_mean"]))
 
 
+def test_layer_sweep_takes_request_overrides_at_resolution(toytown_segmenter, tmp_path):
+    from rewriting.edits.spec import load_edit
+
+    # edit.request.* does not exist in the replayed (edit=from_file) runs; it must shape the request only.
+    layer_sweep.main(["--samples", "8", "--layers", "6", "--out", str(tmp_path / "sweep"), "--scratch",
+                      str(tmp_path / "scratch"), *QUICK, "method.steps=20", "edit.request.context.count=3"])
+    assert len(load_edit(tmp_path / "scratch/runs/spire_to_tree/layer6/seed1/edit.json").request.context) == 3
+
+
 def test_two_trial_optuna_sweep_runs_and_reports_the_best_objective(toytown_segmenter, tmp_path):
     sweep_dir = tmp_path / "sweep"
     command = [sys.executable, "run.py", "hparams_search=rank_one_optuna", "hydra.sweeper.n_trials=2",
