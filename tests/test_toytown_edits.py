@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 import rewriting
 from rewriting.edits.config import spec_from_config
-from rewriting.edits.resolve import label_masks
+from rewriting.edits.resolve import label_masks, resolve_labels
 from rewriting.edits.spec import load_edit
 from rewriting.models.loading import BUNDLED
 from rewriting.toytown.segmenter import load_segmenter
@@ -84,6 +84,38 @@ def test_pick_largest_copies_the_biggest_tree_among_the_first_images_showing_one
     assert spec.request.paste.image_id == spires[areas.index(max(areas))]
     config.request.copy = {"label": "tree", "pick": "biggest"}
     with pytest.raises(rewriting.errors.EditSpecError, match="request.copy: pick='biggest'.*pick: largest"):
+        spec_from_config(config, generator, segmenter)
+
+
+def test_min_piece_drops_segmenter_specks_from_the_regions(toytown):
+    from scipy import ndimage
+
+    from rewriting.edits.resolve import without_small_pieces
+    generator, segmenter = toytown
+
+    def pieces(mask):
+        components, count = ndimage.label(mask.numpy() > 0, structure=[[1, 1, 1]] * 3)
+        return [int((components == i).sum()) for i in range(1, count + 1)]
+
+    config = OmegaConf.load(ROOT / "conf/edit/spire_to_tree.yaml")
+    config.request.context.count = 8
+    config.request.copy = {"label": "tree", "nth": 0}
+    config.request.min_piece, config.seed = 1, 8  # edit seed 8: two context images show only spire fragments
+    plain = spec_from_config(config, generator, segmenter)
+    resolve_labels(plain, generator, segmenter)
+    assert min(min(pieces(r.load_mask())) for r in plain.request.context) < 16  # specks are there to drop
+    config.request.min_piece = 16
+    spec = spec_from_config(config, generator, segmenter)
+    regions = [*spec.request.context, spec.request.paste]
+    for region in regions:
+        mask = region.load_mask()
+        full = label_masks(generator, segmenter, [region.image_id], "spire", spec.seed)[0]
+        assert min(pieces(mask)) >= 16 and torch.equal(mask, without_small_pieces(full, 16))
+    # An image counts as showing a spire only by its pieces of 16 pixels or more.
+    dropped = [r.image_id for r in plain.request.context if without_small_pieces(r.load_mask(), 16).sum() < 16]
+    assert dropped and not set(dropped) & {r.image_id for r in spec.request.context}
+    config.request.min_piece, config.request.context.search = 10_000, 64
+    with pytest.raises(rewriting.errors.EditSpecError, match="show 'spire'"):
         spec_from_config(config, generator, segmenter)
 
 

@@ -12,6 +12,8 @@ context, the paper's) or `erase_fill: surroundings` (fill the region from around
 A region may also give `image_id` directly instead of `nth`, or `pick: largest` (with `among: N`,
 default 8): of the first N images showing the label, the one where it is largest (for the copy, its
 largest connected piece), so the example copied or pasted onto is a clear one.
+`min_piece: N` (in `request`) drops every labelled piece of fewer than N pixels from the regions
+(segmenter specks) and counts an image as showing the label only by its pieces of N or more.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..errors import EditSpecError
-from .resolve import find_images_with_label, label_masks, largest_component
+from ..errors import EditSpecError, MaskError
+from .masks import encode_mask
+from .resolve import find_images_with_label, label_masks, largest_component, without_small_pieces
 from .spec import EditRequest, EditSpec, Region, load_edit
 
 
@@ -47,7 +50,8 @@ def spec_from_file(file: str, sha256_prefix: str | None = None, name: str | None
     return spec
 
 
-def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple[int, ...], where: str) -> Region:
+def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple[int, ...], where: str,
+                  min_piece: int = 1) -> Region:
     label = _get(region_config, "label")
     if label is None:
         raise EditSpecError(f"{where} needs a label (a class name) or a painted mask in a JSON edit file")
@@ -59,18 +63,34 @@ def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple
         count = int(_get(region_config, "among", 8)) if pick == "largest" else int(_get(region_config, "nth", 0)) + 1
         ids = find_images_with_label(generator, segmenter, label, count, seed=seed, exclude=exclude,
                                      search=int(_get(region_config, "search", 2000)),
-                                     min_pixels=int(_get(region_config, "min_pixels", 16)))
-        image_id = ids[-1] if pick == "first" else _largest(generator, segmenter, ids, label, seed, where)
+                                     min_pixels=int(_get(region_config, "min_pixels", 16)), min_piece=min_piece)
+        image_id = ids[-1] if pick == "first" else _largest(generator, segmenter, ids, label, seed, where, min_piece)
     return Region(int(image_id), label=str(label))
 
 
-def _largest(generator, segmenter, ids: list[int], label: str, seed: int, where: str) -> int:
+def _largest(generator, segmenter, ids: list[int], label: str, seed: int, where: str, min_piece: int = 1) -> int:
     """The image id whose region (the copy: its largest connected piece, as copied) has most pixels."""
-    masks = label_masks(generator, segmenter, ids, label, seed)
+    masks = [without_small_pieces(mask, min_piece) for mask in label_masks(generator, segmenter, ids, label, seed)]
     if where == "request.copy":
         masks = [largest_component(mask) for mask in masks]
     areas = [float(mask.sum()) for mask in masks]
     return ids[areas.index(max(areas))]
+
+
+def _resolve_without_small_pieces(context: list[Region], copy: Region | None, paste: Region | None, generator,
+                                  segmenter, seed: int, min_piece: int) -> None:
+    """Record each region's mask now, its small pieces dropped (resolve_labels keeps recorded masks)."""
+    named = [(f"request.context[{i}]", r) for i, r in enumerate(context)]
+    named += [(where, r) for where, r in (("request.copy", copy), ("request.paste", paste)) if r is not None]
+    for where, region in named:
+        mask = without_small_pieces(label_masks(generator, segmenter, [region.image_id], region.label, seed)[0],
+                                    min_piece)
+        if where == "request.copy":
+            mask = largest_component(mask)
+        if mask.sum() == 0:
+            raise MaskError(f"{where}: image {region.image_id} shows no {region.label!r} piece of {min_piece} pixels "
+                            f"or more; lower request.min_piece or choose another image")
+        region.resolved_mask = encode_mask(mask)
 
 
 def spec_from_labels(request_config, generator, segmenter, name: str, seed: int = 1) -> EditSpec:
@@ -79,6 +99,7 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
         raise EditSpecError(f"edit {name!r} names its regions by label, which needs a segmenter for this generator "
                             f"(metrics.segmenter); use an edit JSON file with painted masks instead")
     context_config = _get(request_config, "context")
+    min_piece = int(_get(request_config, "min_piece", 1))
     context: list[Region] = []
     if context_config is not None:
         label = _get(context_config, "label")
@@ -87,16 +108,21 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
             ids = find_images_with_label(generator, segmenter, label, int(_get(context_config, "count", 8)),
                                          start=int(_get(context_config, "start", 0)), seed=seed,
                                          search=int(_get(context_config, "search", 2000)),
-                                         min_pixels=int(_get(context_config, "min_pixels", 16)))
+                                         min_pixels=int(_get(context_config, "min_pixels", 16)),
+                                         min_piece=min_piece)
         context = [Region(int(i), label=str(label)) for i in ids]
     taken = tuple(r.image_id for r in context)
     erase = bool(_get(request_config, "erase", False))
     copy = None
     if _get(request_config, "copy") is not None:
-        copy = _label_region(_get(request_config, "copy"), generator, segmenter, seed, taken, "request.copy")
+        copy = _label_region(_get(request_config, "copy"), generator, segmenter, seed, taken, "request.copy",
+                             min_piece)
     paste = None
     if _get(request_config, "paste") is not None:
-        paste = _label_region(_get(request_config, "paste"), generator, segmenter, seed, taken, "request.paste")
+        paste = _label_region(_get(request_config, "paste"), generator, segmenter, seed, taken, "request.paste",
+                              min_piece)
+    if min_piece > 1:
+        _resolve_without_small_pieces(context, copy, paste, generator, segmenter, seed, min_piece)
     drank = _get(request_config, "drank")
     request = EditRequest(context=context, copy=copy, paste=paste, erase=erase,
                           drank=int(drank) if drank is not None else None,

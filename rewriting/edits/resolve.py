@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import EditSpecError, MaskError
@@ -85,17 +86,35 @@ def label_masks(generator, segmenter, image_ids: list[int], names: str | list[st
 @torch.no_grad()
 def find_images_with_label(generator, segmenter, names: str | list[str], count: int, start: int = 0,
                            search: int = 1000, min_pixels: int = 16, seed: int = 1,
-                           exclude: tuple[int, ...] = ()) -> list[int]:
-    """The first `count` image ids from `start` whose segmentation shows `names` (≥ min_pixels)."""
+                           exclude: tuple[int, ...] = (), min_piece: int = 1) -> list[int]:
+    """The first `count` image ids from `start` whose segmentation shows `names` (≥ min_pixels).
+
+    Pieces under `min_piece` pixels do not count (see without_small_pieces).
+    """
     found: list[int] = []
     for first in range(start, start + search, 64):
         ids = [i for i in range(first, min(first + 64, start + search)) if i not in exclude]
         masks = label_masks(generator, segmenter, ids, names, seed)
-        found += [i for i, m in zip(ids, masks) if m.sum() >= min_pixels]
+        found += [i for i, m in zip(ids, masks) if without_small_pieces(m, min_piece).sum() >= min_pixels]
         if len(found) >= count:
             return found[:count]
     raise EditSpecError(f"only {len(found)} of images {start}..{start + search - 1} show {names!r} "
                         f"(≥ {min_pixels} px); need {count}. Lower the count or search more images.")
+
+
+def without_small_pieces(mask: torch.Tensor, min_piece: int) -> torch.Tensor:
+    """A binary mask (H, W) without its 8-connected pieces of fewer than `min_piece` pixels.
+
+    Segmenters leave specks of a class in other parts of an image (a few 'spire' pixels in the sky);
+    a context or paste region that keeps them also rewrites what lies under them.
+    """
+    if min_piece <= 1 or not mask.any():
+        return mask
+    from scipy import ndimage
+    components, count = ndimage.label(mask.numpy() > 0, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    sizes = ndimage.sum(mask.numpy() > 0, components, index=range(1, count + 1))
+    kept = [1 + index for index, size in enumerate(sizes) if size >= min_piece]
+    return torch.from_numpy(np.isin(components, kept)).to(mask.dtype)
 
 
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
