@@ -117,6 +117,12 @@ def test_min_piece_drops_segmenter_specks_from_the_regions(toytown):
     config.request.min_piece, config.request.context.search = 10_000, 64
     with pytest.raises(rewriting.errors.EditSpecError, match="show 'spire'"):
         spec_from_config(config, generator, segmenter)
+    # Images named by id are not searched: a region left empty by min_piece says so.
+    config.request.context = {"label": "spire", "image_ids": [r.image_id for r in spec.request.context]}
+    config.request.copy = {"label": "tree", "image_id": spec.request.copy.image_id}
+    config.request.paste = {"label": "spire", "image_id": spec.request.paste.image_id}
+    with pytest.raises(rewriting.errors.MaskError, match=r"request.context\[0\].*lower request.min_piece"):
+        spec_from_config(config, generator, segmenter)
 
 
 def test_unknown_label_names_the_known_ones(toytown):
