@@ -21,9 +21,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..errors import EditSpecError, MaskError
-from .masks import encode_mask
-from .resolve import find_images_with_label, label_masks, largest_component, without_small_pieces
+from ..errors import EditSpecError
+from .resolve import (find_images_with_label, label_masks, largest_component, resolve_labels,
+                      without_small_pieces)
 from .spec import EditRequest, EditSpec, Region, load_edit
 
 
@@ -77,22 +77,6 @@ def _largest(generator, segmenter, ids: list[int], label: str, seed: int, where:
     return ids[areas.index(max(areas))]
 
 
-def _resolve_without_small_pieces(context: list[Region], copy: Region | None, paste: Region | None, generator,
-                                  segmenter, seed: int, min_piece: int) -> None:
-    """Record each region's mask now, its small pieces dropped (resolve_labels keeps recorded masks)."""
-    named = [(f"request.context[{i}]", r) for i, r in enumerate(context)]
-    named += [(where, r) for where, r in (("request.copy", copy), ("request.paste", paste)) if r is not None]
-    for where, region in named:
-        mask = without_small_pieces(label_masks(generator, segmenter, [region.image_id], region.label, seed)[0],
-                                    min_piece)
-        if where == "request.copy":
-            mask = largest_component(mask)
-        if mask.sum() == 0:
-            raise MaskError(f"{where}: image {region.image_id} shows no {region.label!r} piece of {min_piece} pixels "
-                            f"or more; lower request.min_piece or choose another image")
-        region.resolved_mask = encode_mask(mask)
-
-
 def spec_from_labels(request_config, generator, segmenter, name: str, seed: int = 1) -> EditSpec:
     """An EditSpec whose regions are labelled and located in generated images by the segmenter."""
     if segmenter is None:
@@ -121,13 +105,15 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
     if _get(request_config, "paste") is not None:
         paste = _label_region(_get(request_config, "paste"), generator, segmenter, seed, taken, "request.paste",
                               min_piece)
-    if min_piece > 1:
-        _resolve_without_small_pieces(context, copy, paste, generator, segmenter, seed, min_piece)
     drank = _get(request_config, "drank")
     request = EditRequest(context=context, copy=copy, paste=paste, erase=erase,
                           drank=int(drank) if drank is not None else None,
                           erase_fill=str(_get(request_config, "erase_fill", "zero_units")))
-    return EditSpec(name=name, generator={}, rank=1, method={"name": "rank_one"}, request=request, seed=seed)
+    spec = EditSpec(name=name, generator={}, rank=1, method={"name": "rank_one"}, request=request, seed=seed)
+    if min_piece > 1:
+        # The spec records masks, not min_piece: resolve them now, so replays get the same regions.
+        resolve_labels(spec, generator, segmenter, min_piece)
+    return spec
 
 
 def spec_from_config(edit_config, generator, segmenter=None) -> EditSpec:

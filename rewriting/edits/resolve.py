@@ -102,6 +102,14 @@ def find_images_with_label(generator, segmenter, names: str | list[str], count: 
                         f"(≥ {min_pixels} px); need {count}. Lower the count or search more images.")
 
 
+def _pieces(mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected pieces of a binary mask (H, W): the piece index per pixel (0: none), and each piece's size."""
+    from scipy import ndimage
+    marked = mask.numpy() > 0
+    components, count = ndimage.label(marked, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    return components, np.asarray(ndimage.sum(marked, components, index=range(1, count + 1)))
+
+
 def without_small_pieces(mask: torch.Tensor, min_piece: int) -> torch.Tensor:
     """A binary mask (H, W) without its 8-connected pieces of fewer than `min_piece` pixels.
 
@@ -110,37 +118,38 @@ def without_small_pieces(mask: torch.Tensor, min_piece: int) -> torch.Tensor:
     """
     if min_piece <= 1 or not mask.any():
         return mask
-    from scipy import ndimage
-    components, count = ndimage.label(mask.numpy() > 0, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
-    sizes = ndimage.sum(mask.numpy() > 0, components, index=range(1, count + 1))
-    kept = [1 + index for index, size in enumerate(sizes) if size >= min_piece]
-    return torch.from_numpy(np.isin(components, kept)).to(mask.dtype)
+    components, sizes = _pieces(mask)
+    return torch.from_numpy(np.isin(components, 1 + np.flatnonzero(sizes >= min_piece))).to(mask.dtype)
 
 
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
     """The largest 8-connected region of a binary mask (H, W)."""
-    from scipy import ndimage
-    components, count = ndimage.label(mask.numpy() > 0, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
-    if count <= 1:
+    components, sizes = _pieces(mask)
+    if len(sizes) <= 1:
         return mask
-    sizes = ndimage.sum(mask.numpy() > 0, components, index=range(1, count + 1))
     return torch.from_numpy(components == 1 + int(sizes.argmax())).to(mask.dtype)
 
 
-def resolve_labels(spec: EditSpec, generator, segmenter) -> EditSpec:
-    """Record a mask for every labelled region (in place), segmenting its generated image."""
+def resolve_labels(spec: EditSpec, generator, segmenter, min_piece: int = 1) -> EditSpec:
+    """Record a mask for every labelled region (in place), segmenting its generated image.
+
+    min_piece: drop the label's pieces under this many pixels first (see without_small_pieces).
+    """
     for where, region in spec.request.named_regions():
         if region.label is None or region.resolved_mask is not None:
             continue
         if segmenter is None:
             raise EditSpecError(f"{where} names label {region.label!r}, which needs a segmenter for this generator "
                                 f"(metrics.segmenter); paint a mask instead")
-        mask = label_masks(generator, segmenter, [region.image_id], region.label, spec.seed)[0]
+        mask = without_small_pieces(label_masks(generator, segmenter, [region.image_id], region.label,
+                                                spec.seed)[0], min_piece)
         if where == "request.copy":
             mask = largest_component(mask)  # copy one object (one tree), not every pixel of its class
         if mask.sum() == 0:
-            raise MaskError(f"{where}: the segmenter finds no {region.label!r} in image {region.image_id}; choose "
-                            f"another image id")
+            pieces = f" piece of {min_piece} pixels or more" if min_piece > 1 else ""
+            fix = "lower request.min_piece or choose another image" if min_piece > 1 else "choose another image id"
+            raise MaskError(f"{where}: the segmenter finds no {region.label!r}{pieces} in image {region.image_id}; "
+                            f"{fix}")
         region.resolved_mask = encode_mask(mask)
     return spec
 
