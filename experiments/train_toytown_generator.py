@@ -16,6 +16,11 @@ the error is the evaluation's hard count over recent batches, its gradient that 
 `--trainable mapping` then moves only the mapping network: the synthesis network, and so the look
 of every image it can draw, stays fixed, and only how often each kind of scene is drawn changes --
 this keeps the segmenter from being fooled by synthesis artefacts.
+`--train-after-layer N` instead moves only the synthesis layers after layer N: every feature at
+layer N and before (the keys an edit at that layer reads) stays fixed, so the later layers can only
+change how each scene is drawn (clean roofs, a watermark), not the layout. `--anchor-weight A`
+keeps each image near the starting generator's image for the same latent, so the share loss buys
+its counts with small changes rather than by redrawing scenes.
 """
 from __future__ import annotations
 
@@ -81,7 +86,24 @@ def parse_args() -> argparse.Namespace:
                         help="which generator weights the generator step updates")
     parser.add_argument("--mapping-lr-scale", type=float, default=1.0,
                         help="Adam learning rate of the mapping network relative to --lr")
+    parser.add_argument("--train-after-layer", type=int, default=None,
+                        help="train only the synthesis layers after this layer number (their convs and the "
+                             "to_rgb layers they feed); the mapping network and layers up to it stay fixed")
+    parser.add_argument("--anchor-weight", type=float, default=0.0,
+                        help="weight of the mean L1 between each generated image and the starting "
+                             "generator's image for the same latent and noise (0: no anchor)")
     return parser.parse_args()
+
+
+def late_synthesis_parameters(generator: StyleGAN2Generator, layer: int) -> list[torch.nn.Parameter]:
+    """Parameters of the synthesis layers after `layer`: their convs and the to_rgb layers fed after it."""
+    generator.layer(layer)  # a clear error for a layer this generator does not have
+    modules = [generator.convs[k] for k in range(len(generator.convs)) if k + 3 > layer]
+    # to_rgbs[j] reads the output of layer 2j + 4 (to_rgb1 that of layer 2).
+    modules += [to_rgb for j, to_rgb in enumerate(generator.to_rgbs) if 2 * j + 4 >= layer]
+    if layer == 2:
+        modules.append(generator.to_rgb1)
+    return [parameter for module in modules for parameter in module.parameters()]
 
 
 def soft_part_presence(logits: torch.Tensor, parts: torch.Tensor, scale: float,
@@ -151,12 +173,19 @@ def main() -> None:
     mapping_parameters = list(generator.style.parameters())
     mapping_ids = {id(parameter) for parameter in mapping_parameters}
     synthesis_parameters = [p for p in generator.parameters() if id(p) not in mapping_ids]
-    groups = [{"params": mapping_parameters, "lr": args.lr * args.mapping_lr_scale}]
-    if args.trainable == "all":
-        groups.append({"params": synthesis_parameters})
+    if args.train_after_layer is not None:
+        late_ids = {id(p) for p in late_synthesis_parameters(generator, args.train_after_layer)}
+        for parameter in generator.parameters():
+            parameter.requires_grad_(id(parameter) in late_ids)
+        groups = [{"params": [p for p in generator.parameters() if id(p) in late_ids]}]
     else:
-        for parameter in synthesis_parameters:
-            parameter.requires_grad_(False)
+        groups = [{"params": mapping_parameters, "lr": args.lr * args.mapping_lr_scale}]
+        if args.trainable == "all":
+            groups.append({"params": synthesis_parameters})
+        else:
+            for parameter in synthesis_parameters:
+                parameter.requires_grad_(False)
+    anchor = copy.deepcopy(generator).eval().requires_grad_(False) if args.anchor_weight > 0 else None
     g_optim = torch.optim.Adam(groups, lr=args.lr, betas=(0.0, 0.99))
     d_optim = torch.optim.Adam(discriminator.parameters(), lr=args.lr * r1_ratio,
                                betas=(0.0, 0.99 ** r1_ratio))
@@ -228,8 +257,14 @@ def main() -> None:
 
         # Generator step.
         z = torch.randn(args.batch, generator.z_dim, device=device)
-        fake = generator(z)
+        noise = generator.make_noise(args.batch, "random", device=device)
+        fake = generator(z, noise=noise)
         g_loss = F.softplus(-discriminator(fake)).mean()
+        anchor_loss = torch.zeros((), device=device)
+        if anchor is not None:
+            with torch.no_grad():
+                anchor_images = anchor(z, noise=noise)
+            anchor_loss = (fake - anchor_images).abs().mean()
         share_loss = torch.zeros((), device=device)
         if args.share_weight > 0:
             logits = segmenter(fake)
@@ -240,7 +275,7 @@ def main() -> None:
             presence = soft_part_presence(logits, share_parts, args.share_scale, args.share_presence)
             share_loss = ((running_shares - target_shares) * presence.mean(0)).sum()
         g_optim.zero_grad(set_to_none=True)
-        (g_loss + args.share_weight * share_loss).backward()
+        (g_loss + args.share_weight * share_loss + args.anchor_weight * anchor_loss).backward()
         g_optim.step()
 
         with torch.no_grad():
@@ -253,6 +288,8 @@ def main() -> None:
             record = {"step": step, "seconds": round(elapsed, 1), "images_per_s": round(seen / elapsed, 1),
                       "d_loss": round(d_loss.item(), 4), "g_loss": round(g_loss.item(), 4),
                       "r1": round(float(r1_value.detach()), 4)}
+            if anchor is not None:
+                record["anchor_l1"] = round(anchor_loss.item(), 4)
             if args.share_weight > 0:
                 record["share_error"] = round((running_shares - target_shares).abs().sum().item(), 4)
                 record["running_shares"] = dict(zip(SHARE_PARTS, [round(v, 3) for v in running_shares.tolist()]))

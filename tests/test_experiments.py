@@ -206,19 +206,25 @@ def test_soft_part_presence_follows_the_hard_count_and_has_a_gradient():
     assert sharp[0, 0] > 0.95 and sharp[1, 0] < 0.05
 
 
-def test_share_finetune_of_the_mapping_network_leaves_the_synthesis_network_untouched(
-        toytown_segmenter, make_generator, tmp_path):
-    from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
+def run_share_finetune(make_generator, tmp_path, *options: str):
+    """Three share fine-tune steps of a tiny 64-px generator with `options`: (start dir, out dir)."""
+    from rewriting.models.checkpoints import save_stylegan2
     start = tmp_path / "start"
     start.mkdir()
     save_stylegan2(make_generator(size=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}), start / "generator_ema.pt")
     out = tmp_path / "out"
     command = [sys.executable, "experiments/train_toytown_generator.py", "--resume", str(start), "--out", str(out),
                "--device", "cpu", "--threads", "1", "--batch", "4", "--max-steps", "3", "--minutes", "5",
-               "--share-weight", "50", "--trainable", "mapping", "--mapping-lr-scale", "100",
-               "--share-target-images", "200", "--log-every", "1"]
+               "--share-weight", "50", "--share-target-images", "200", "--log-every", "1", *options]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    return start, out
+
+
+def test_share_finetune_of_the_mapping_network_leaves_the_synthesis_network_untouched(
+        toytown_segmenter, make_generator, tmp_path):
+    from rewriting.models.checkpoints import read_checkpoint, stylegan2_from_checkpoint
+    start, out = run_share_finetune(make_generator, tmp_path, "--trainable", "mapping", "--mapping-lr-scale", "100")
     before = stylegan2_from_checkpoint(read_checkpoint(start / "generator_ema.pt")).state_dict()
     after = stylegan2_from_checkpoint(read_checkpoint(out / "generator_ema.pt")).state_dict()
     mapping = [name for name in before if name.startswith("style.")]
@@ -228,6 +234,26 @@ def test_share_finetune_of_the_mapping_network_leaves_the_synthesis_network_unto
     assert any(not torch.equal(before[name], after[name]) for name in mapping)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log and all("running_shares" in record and "share_error" in record for record in log)
+
+
+def test_share_finetune_after_a_layer_leaves_that_layer_and_everything_before_it_untouched(
+        toytown_segmenter, make_generator, tmp_path):
+    from rewriting.models.checkpoints import read_checkpoint, stylegan2_from_checkpoint
+    start, out = run_share_finetune(make_generator, tmp_path, "--train-after-layer", "6", "--anchor-weight", "10",
+                                    "--lr", "0.01", "--ema-kimg", "0.001")
+    before = stylegan2_from_checkpoint(read_checkpoint(start / "generator_ema.pt"))
+    after = stylegan2_from_checkpoint(read_checkpoint(out / "generator_ema.pt"))
+    z = torch.randn(3, before.z_dim, generator=torch.Generator().manual_seed(0))
+    # Layer 6's input (its keys) and output are the same for every latent; the images are not.
+    for layer in (6, 7):
+        assert torch.equal(before.layer_input(z, layer).features, after.layer_input(z, layer).features)
+    assert not torch.equal(before(z), after(z))
+    changed = {name for name, value in before.state_dict().items()
+               if not torch.equal(value, after.state_dict()[name])}
+    assert changed and all(name.startswith(("convs.4.", "convs.5.", "convs.6.", "convs.7.", "to_rgbs.1.", "to_rgbs.2.", "to_rgbs.3."))
+                           for name in changed), changed
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["anchor_l1"] > 0
 
 
 def test_checkpoint_selection_prefers_the_generator_whose_part_shares_match_the_renderer(
