@@ -16,12 +16,17 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rewriting.atomic import atomic_path
 from rewriting.models.checkpoints import read_checkpoint
 from rewriting.models.download import sha256_file
 from rewriting.models.loading import BUNDLED
+
+
+# The last commit that bundled the generator the share fine-tunes in experiments/checkpoints started from.
+PREVIOUS_BUNDLED_COMMIT = "534321f"
 
 
 def is_mapping(name: str) -> bool:
@@ -60,6 +65,15 @@ def pack(paths: list[Path], base_path: Path, out: Path) -> None:
 
 def unpack(path: Path, step: int, base_path: Path, out: Path) -> None:
     tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as handle:
+        base_sha256 = (handle.metadata() or {}).get("base_sha256")
+    if base_sha256 and sha256_file(base_path) != base_sha256:
+        # The bundled generator has changed since these were packed; the old one is in git history.
+        raise SystemExit(
+            f"error: {path} holds mapping networks for a base generator with sha256 {base_sha256[:12]}…, but "
+            f"{base_path} is another one. Pass that base with --base: for the generator bundled until "
+            f"2026-11-27, `git show {PREVIOUS_BUNDLED_COMMIT}:rewriting/toytown/weights/toytown_generator.pt "
+            f"> base.pt` and `--base base.pt`")
     prefix = f"step{step}/"
     mine = {name[len(prefix):]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}
     if not mine:

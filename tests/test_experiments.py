@@ -311,6 +311,9 @@ def test_mapping_only_checkpoints_pack_small_and_unpack_to_the_same_images(make_
 
     other = make_generator(size=32, seed=5)  # a different synthesis network: not a mapping-only fine-tune
     save_stylegan2(other, tmp_path / "other_step7.pt")
+    with pytest.raises(SystemExit, match="base generator with sha256"):  # unpacking onto another base
+        mappings.main(["unpack", str(packed), "--step", "42", "--base", str(tmp_path / "other_step7.pt"),
+                       "--out", str(tmp_path / "wrong.pt")])
     with pytest.raises(SystemExit, match="not a mapping-only fine-tune"):
         mappings.main(["pack", str(tmp_path / "other_step7.pt"), "--base", str(tmp_path / "base.pt"),
                        "--out", str(tmp_path / "x.safetensors")])
