@@ -100,9 +100,14 @@ def test_min_piece_drops_segmenter_specks_from_the_regions(toytown):
     config = OmegaConf.load(ROOT / "conf/edit/spire_to_tree.yaml")
     config.request.context.count = 8
     config.request.copy = {"label": "tree", "nth": 0}
-    config.request.min_piece, config.seed = 1, 8  # edit seed 8: two context images show only spire fragments
-    plain = spec_from_config(config, generator, segmenter)
-    resolve_labels(plain, generator, segmenter)
+    # The first edit seed (of the bundled generator's first eight) whose context has an image showing
+    # only spire fragments: seed 5 for the generator bundled since 2026-11-27 (seed 8 before).
+    for seed in range(1, 9):
+        config.request.min_piece, config.seed = 1, seed
+        plain = spec_from_config(config, generator, segmenter)
+        resolve_labels(plain, generator, segmenter)
+        if any(without_small_pieces(r.load_mask(), 16).sum() < 16 for r in plain.request.context):
+            break
     assert min(min(pieces(r.load_mask())) for r in plain.request.context) < 16  # specks are there to drop
     config.request.min_piece = 16
     spec = spec_from_config(config, generator, segmenter)
