@@ -1,6 +1,6 @@
 """Compare ways of making one edit's request, seed by seed, from layer sweeps run at the same seeds.
 
-    python experiments/compare_requests.py DIR_A DIR_B ... --layer 6 --baseline DIR_A
+    python experiments/compare_requests.py DIR_A DIR_B ... --layer 6 [or one per DIR] --baseline DIR_A
         [--chosen-on 1 8] [--out summary.json]
 
 Each DIR is a `layer_sweep.py --out` folder (its runs.csv); the edit seeds pick the latent sample
@@ -33,9 +33,13 @@ def seed_rows(folder: Path, layer: int) -> dict[int, dict]:
     return {int(row["seed"]): row for row in rows}
 
 
-def summarize(folders: list[Path], layer: int, baseline: Path, chosen_on: tuple[int, int]) -> dict:
-    """Per folder: per-seed success, means (all / held-out seeds), bar count, worst L1, paired comparison."""
-    runs = {folder: seed_rows(folder, layer) for folder in folders}
+def summarize(folders: list[Path], layers: list[int], baseline: Path, chosen_on: tuple[int, int]) -> dict:
+    """Per folder: per-seed success, means (all / held-out seeds), bar count, worst L1, paired comparison.
+
+    layers: one per folder, or one for all.
+    """
+    layers = layers * len(folders) if len(layers) == 1 else layers
+    runs = {folder: seed_rows(folder, layer) for folder, layer in zip(folders, layers)}
     base = runs[baseline]
     summary = {}
     for folder, rows in runs.items():
@@ -62,7 +66,8 @@ def summarize(folders: list[Path], layer: int, baseline: Path, chosen_on: tuple[
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path)
-    parser.add_argument("--layer", type=int, required=True)
+    parser.add_argument("--layer", type=int, nargs="+", required=True,
+                        help="the layer compared, or one per folder (each request at its own default layer)")
     parser.add_argument("--baseline", type=Path, required=True, help="one of the folders")
     parser.add_argument("--chosen-on", type=int, nargs=2, default=(0, -1), metavar=("FIRST", "LAST"),
                         help="seeds the choice was made on (the rest are held out); default: none")
@@ -70,13 +75,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.baseline not in args.folders:
         parser.error("--baseline must be one of the folders")
-    result = {"date": datetime.date.today().isoformat(), "layer": args.layer,
+    if len(args.layer) not in (1, len(args.folders)):
+        parser.error(f"--layer takes one layer or one per folder ({len(args.folders)}), got {len(args.layer)}")
+    layer = args.layer[0] if len(args.layer) == 1 else args.layer
+    result = {"date": datetime.date.today().isoformat(), "layer": layer,
               "command": "python experiments/compare_requests.py " + " ".join(map(str, args.folders))
-                         + f" --layer {args.layer} --baseline {args.baseline}"
+                         + f" --layer {' '.join(map(str, args.layer))} --baseline {args.baseline}"
                          + f" --chosen-on {args.chosen_on[0]} {args.chosen_on[1]}"
                          + (f" --out {args.out}" if args.out else ""),
               "success_bar": SUCCESS_BAR, "chosen_on_seeds": list(args.chosen_on),
               "requests": summarize(args.folders, args.layer, args.baseline, tuple(args.chosen_on))}
+    if len(args.layer) > 1:
+        for folder, folder_layer in zip(args.folders, args.layer):
+            result["requests"][folder.name]["layer"] = folder_layer
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result, indent=2))

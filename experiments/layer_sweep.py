@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    # Composed before the runs, with the swept edit, so overrides that only fit it fail at once.
+    weight = compose_config([f"edit={args.edits[0]}", *args.overrides]).objective_lambda
     with tempfile.TemporaryDirectory(prefix="layer_sweep_") as temporary:
         scratch = args.scratch or Path(temporary)
         grouped = sweep(args.edits, args.layers, args.seeds, args.samples, args.method, scratch, args.overrides,
@@ -137,7 +139,6 @@ def main(argv: list[str] | None = None) -> Path:
     header, rows, csv_rows = table(grouped, best)
     minutes = (time.perf_counter() - started) / 60
     run_minutes = sum(numbers([run for runs in grouped.values() for run in runs], "run_seconds")) / 60
-    weight = compose_config(args.overrides).objective_lambda
     defaults = {edit: compose_config([f"edit={edit}"]).edit.layer for edit in args.edits}
     preface = (f"Layer sweep ({args.method}), {datetime.date.today()}: {args.samples} metric samples, "
                f"{args.seeds} seed(s), mean ± std; the runs took {run_minutes:.1f} min. "

@@ -69,7 +69,7 @@ def build_target(generator, layer: int, request: ResolvedRequest, spec: EditSpec
     copy_trace = trace_images(generator, layer, [request.copy.image_id], spec.seed)
     paste_trace = trace_images(generator, layer, [request.paste.image_id], spec.seed)
     return copy_paste_target(copy_trace, request.copy.mask, paste_trace, request.paste.mask,
-                             method.tight_paste), []
+                             method.tight_paste, request.paste_anchor), []
 
 
 def rewrite(generator, spec: EditSpec | str, method: LayerMethod | RequestMethod | None = None,

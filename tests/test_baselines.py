@@ -63,6 +63,23 @@ def test_image_paste_target_puts_the_copy_box_at_the_paste_centre():
     assert weights.sum() == 4 * 6 and weights[0, 0, 9:13, 7:13].all()
 
 
+def test_bottom_anchored_paste_rises_from_the_paste_region_base():
+    # A tall copy (a spire) pasted on a low region (a dome): anchored at the bottom it stands on the
+    # dome's base and rises above it into the sky; centred, it would hang down over the wall below.
+    copy_image = torch.arange(3 * 16 * 16, dtype=torch.float32).view(1, 3, 16, 16)
+    paste_image = -torch.ones(1, 3, 16, 16)
+    copy_mask = torch.zeros(16, 16)
+    copy_mask[1:9, 3:7] = 1  # 8 rows tall, 4 wide
+    paste_mask = torch.zeros(16, 16)
+    paste_mask[8:11, 6:10] = 1  # 3 rows: bottom edge at row 11, centre column 7.5
+    target, weights = image_paste_target(copy_image, copy_mask, paste_image, paste_mask, anchor="bottom")
+    torch.testing.assert_close(target[:, :, 3:11, 6:10], copy_image[:, :, 1:9, 3:7])
+    assert (target[:, :, 11:] == -1).all()  # nothing below the paste region's base moved
+    assert weights.sum() == 8 * 4 and weights[0, 0, 3:11, 6:10].all()
+    centred, _ = image_paste_target(copy_image, copy_mask, paste_image, paste_mask)
+    assert (centred[:, :, 11:] != -1).any()  # the centred box reaches below the base
+
+
 def test_finetune_all_lowers_its_loss_and_changes_weights_across_the_generator(tiny, tiny_statistics):
     generator = tiny_generator()
     result = rewrite(generator, tiny_spec(), FinetuneAll(steps=15, lr=0.01, perceptual="none"), LAYER,

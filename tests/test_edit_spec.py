@@ -360,6 +360,18 @@ def test_surroundings_erase_needs_no_drank_and_is_recorded_only_when_chosen():
         EditRequest(context, copy=Region(2, "b.png"), paste=Region(3, "c.png"), erase_fill="surroundings")
 
 
+def test_paste_anchor_is_checked_and_recorded_only_when_chosen():
+    context = [Region(1, "a.png")]
+    anchored = EditRequest(context, copy=Region(2, "b.png"), paste=Region(3, "c.png"), paste_anchor="bottom")
+    assert anchored.to_dict()["paste_anchor"] == "bottom"
+    assert EditRequest.from_dict(anchored.to_dict()) == anchored
+    assert "paste_anchor" not in EditRequest(context, copy=Region(2, "b.png"), paste=Region(3, "c.png")).to_dict()
+    with pytest.raises(EditSpecError, match="paste_anchor='top'.*unknown; use centre.*bottom"):
+        EditRequest(context, copy=Region(2, "b.png"), paste=Region(3, "c.png"), paste_anchor="top")
+    with pytest.raises(EditSpecError, match="paste_anchor='bottom' is only used by copy/paste requests"):
+        EditRequest(context, erase=True, drank=30, paste_anchor="bottom")
+
+
 def test_edit_config_turns_a_recorded_copy_paste_into_a_surroundings_erase(tmp_path):
     from rewriting.edits.config import spec_from_config
     path = tmp_path / "watermark.json"

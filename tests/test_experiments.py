@@ -57,6 +57,24 @@ def test_best_layer_maximizes_the_mean_objective():
     assert layer_sweep.best_layers(grouped) == {"e": 6, "f": 3}
 
 
+def test_layer_sweep_composes_edit_specific_overrides_before_any_run(monkeypatch, tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    class SweepStarted(Exception):
+        pass
+
+    def started(*args, **kwargs):
+        raise SweepStarted
+
+    monkeypatch.setattr(layer_sweep, "sweep", started)
+    # An override that only the swept edit's config has composes (it once failed after every run).
+    with pytest.raises(SweepStarted):
+        layer_sweep.main(["--edits", "dome_to_spire", "--out", str(tmp_path), "~edit.request.paste_anchor"])
+    # One that does not fit it fails before the first run.
+    with pytest.raises(ConfigCompositionException, match="paste_anchor"):
+        layer_sweep.main(["--edits", "spire_to_tree", "--out", str(tmp_path), "~edit.request.paste_anchor"])
+
+
 def test_default_layer_is_the_most_successful_within_the_undesired_change_bound():
     grouped = {("e", 6): [{"edit_success": 0.5, "undesired_change_l1": 0.03}],
                ("e", 7): [{"edit_success": 0.9, "undesired_change_l1": 0.08}],  # too much collateral change
@@ -349,6 +367,11 @@ def test_compare_requests_judges_a_request_on_the_seeds_it_was_not_chosen_on(tmp
     assert json.loads((tmp_path / "summary.json").read_text())["requests"]["largest"]["seeds"] == 5
     with pytest.raises(SystemExit, match="no run at layer 5"):
         compare_requests.main([str(first), "--layer", "5", "--baseline", str(first)])
+    # Each request at its own layer: "largest" read at layer 7 is a sweep of zeros there.
+    own_layers = compare_requests.main([str(first), str(largest), "--layer", "6", "7", "--baseline", str(first)])
+    assert own_layers["requests"]["largest"]["layer"] == 7
+    assert own_layers["requests"]["largest"]["mean_edit_success"] == 0.0
+    assert own_layers["requests"]["first"]["mean_edit_success"] == pytest.approx(1.3 / 5)
 
 
 def test_a_changed_request_is_resolved_anew_so_reused_runs_cannot_replay_the_old_one(tmp_path):

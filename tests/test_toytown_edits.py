@@ -130,6 +130,24 @@ def test_min_piece_drops_segmenter_specks_from_the_regions(toytown):
         spec_from_config(config, generator, segmenter)
 
 
+def test_bundled_dome_to_spire_stands_the_copied_spire_on_the_dome_and_records_it(toytown, tmp_path):
+    from rewriting.edits.resolve import generated_images, resolve_request
+    from rewriting.methods.finetune_all import image_paste_target
+    generator, segmenter = toytown
+    config = OmegaConf.load(ROOT / "conf/edit/dome_to_spire.yaml")
+    config.request.context.count = 2
+    spec = load_edit(spec_from_config(config, generator, segmenter).save(tmp_path / "edit.json"))
+    assert spec.request.paste_anchor == "bottom"  # the replayed spec pastes as the run did
+    request = resolve_request(spec, generator)
+    copy_image, paste_image = generated_images(generator, [request.copy.image_id, request.paste.image_id], spec.seed)
+    _, weights = image_paste_target(copy_image[None], request.copy.mask, paste_image[None], request.paste.mask,
+                                    anchor=request.paste_anchor)
+    pasted_rows = weights[0, 0].any(dim=1).nonzero()[:, 0]
+    dome_rows = request.paste.mask.any(dim=1).nonzero()[:, 0]
+    assert pasted_rows[-1] == dome_rows[-1]  # the spire's base on the dome's base
+    assert pasted_rows[0] < dome_rows[0]  # and its tip above the dome, in the sky
+
+
 def test_unknown_label_names_the_known_ones(toytown):
     generator, segmenter = toytown
     config = OmegaConf.load(ROOT / "conf/edit/spire_to_tree.yaml")

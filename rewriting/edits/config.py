@@ -108,7 +108,8 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
     drank = _get(request_config, "drank")
     request = EditRequest(context=context, copy=copy, paste=paste, erase=erase,
                           drank=int(drank) if drank is not None else None,
-                          erase_fill=str(_get(request_config, "erase_fill", "zero_units")))
+                          erase_fill=str(_get(request_config, "erase_fill", "zero_units")),
+                          paste_anchor=str(_get(request_config, "paste_anchor", "centre")))
     spec = EditSpec(name=name, generator={}, rank=1, method={"name": "rank_one"}, request=request, seed=seed)
     if min_piece > 1:
         # The spec records masks, not min_piece: resolve them now, so replays get the same regions.

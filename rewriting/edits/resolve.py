@@ -31,6 +31,7 @@ class ResolvedRequest:
     erase: bool
     drank: int | None
     erase_fill: str = "zero_units"
+    paste_anchor: str = "centre"
 
     def context_images(self, limit: int | None = None) -> list[ResolvedRegion]:
         """The context regions, the first `limit` of them when a method uses fewer (None: all)."""
@@ -170,4 +171,5 @@ def resolve_request(spec: EditSpec, generator, segmenter=None) -> ResolvedReques
         context = [paste if paste is not None else None]
         if context[0] is None:
             raise EditSpecError("the request has neither context regions nor a paste region")
-    return ResolvedRequest(context, copy, paste, request.erase, request.drank, request.erase_fill)
+    return ResolvedRequest(context, copy, paste, request.erase, request.drank, request.erase_fill,
+                           request.paste_anchor)

@@ -30,7 +30,10 @@ Two kinds of request:
 
 - copy/paste (``erase`` false): ``copy`` is what to paste, ``paste`` is where it goes
   in one target image; both are required. ``context`` marks the regions whose rule
-  changes; an empty context means the paste region, as in the original.
+  changes; an empty context means the paste region, as in the original. The copy's
+  box goes centred on the paste region (``paste_anchor`` "centre", the original's) or
+  with its bottom edge on the paste region's bottom edge ("bottom", ours: a tall spire
+  pasted on a low dome then rises from the dome's base instead of hanging over the wall).
 - erase (``erase`` true): no ``copy``. With ``erase_fill`` "zero_units" (the default, the
   original's) the ``drank`` units most specific to the context regions (the paste region
   when the context is empty) are zeroed there; with "surroundings" (ours, no ``drank``
@@ -66,8 +69,9 @@ _SPEC_FIELDS = (
     "extra_regions",
 )
 _REQUIRED_SPEC_FIELDS = ("name", "generator", "rank", "method", "request")
-_REQUEST_FIELDS = ("context", "copy", "paste", "erase", "drank", "erase_fill")
+_REQUEST_FIELDS = ("context", "copy", "paste", "erase", "drank", "erase_fill", "paste_anchor")
 ERASE_FILLS = ("zero_units", "surroundings")  # how an erase changes the region's keys (edits/targets.py)
+PASTE_ANCHORS = ("centre", "bottom")  # where the copy's box goes on the paste region (edits/targets.py)
 _REGION_FIELDS = ("image_id", "mask", "label", "resolved_mask")
 _GENERATOR_FIELDS = ("name", "path", "sha256")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -191,6 +195,7 @@ class EditRequest:
     erase: bool = False
     drank: int | None = None
     erase_fill: str = "zero_units"
+    paste_anchor: str = "centre"
 
     def __post_init__(self) -> None:
         if not isinstance(self.context, list) or not all(
@@ -227,8 +232,19 @@ class EditRequest:
                 f"erase_fill={self.erase_fill!r} is only used by erase requests; remove it or set "
                 "erase to true"
             )
+        if self.paste_anchor not in PASTE_ANCHORS:
+            raise EditSpecError(
+                f"paste_anchor={_describe(self.paste_anchor)} is unknown; use centre (the copy's box "
+                f"centred on the paste region, the original's) or bottom (its bottom edge on the paste "
+                f"region's, for things that stand on something, such as a roof on a wall)"
+            )
 
     def _check_erase(self) -> None:
+        if self.paste_anchor != "centre":
+            raise EditSpecError(
+                f"paste_anchor={self.paste_anchor!r} is only used by copy/paste requests; remove it or "
+                "set erase to false"
+            )
         if self.copy is not None:
             raise EditSpecError(
                 "an erase request takes no 'copy' region; remove it, or set erase to false "
@@ -285,6 +301,7 @@ class EditRequest:
             "drank": self.drank,
             # Written only when not the default, so specs from before it existed read back unchanged.
             **({"erase_fill": self.erase_fill} if self.erase_fill != "zero_units" else {}),
+            **({"paste_anchor": self.paste_anchor} if self.paste_anchor != "centre" else {}),
         }
 
     @classmethod
@@ -312,6 +329,7 @@ class EditRequest:
                 erase=fields.get("erase", False),
                 drank=fields.get("drank"),
                 erase_fill=fields.get("erase_fill", "zero_units"),
+                paste_anchor=fields.get("paste_anchor", "centre"),
             )
 
 

@@ -60,11 +60,19 @@ def context_directions(context_keys: list[torch.Tensor], second_moment: torch.Te
     return orthonormal.t().to(torch.float32)
 
 
-def paste_box(copy_box: tuple[int, int, int, int], paste_mask: torch.Tensor) -> tuple[int, int]:
-    """Top-left of a box the copy box's size, centred on the paste mask's centre, clamped inside."""
+def paste_box(copy_box: tuple[int, int, int, int], paste_mask: torch.Tensor,
+              anchor: str = "centre") -> tuple[int, int]:
+    """Top-left of a box the copy box's size on the paste mask, clamped inside.
+
+    anchor "centre": centred on the mask's centre; "bottom": centred across it, its bottom edge on
+    the mask's lowest marked row.
+    """
     height, width = copy_box[2] - copy_box[0], copy_box[3] - copy_box[1]
     centre_row, centre_column = mask_centre(paste_mask)
-    top = int(round(centre_row + 0.5 - height / 2))
+    if anchor == "bottom":
+        top = bounding_box(paste_mask)[2] - height
+    else:
+        top = int(round(centre_row + 0.5 - height / 2))
     left = int(round(centre_column + 0.5 - width / 2))
     top = min(max(top, 0), paste_mask.shape[0] - height)
     left = min(max(left, 0), paste_mask.shape[1] - width)
@@ -72,16 +80,17 @@ def paste_box(copy_box: tuple[int, int, int, int], paste_mask: torch.Tensor) -> 
 
 
 def copy_paste_target(copy_trace: LayerTrace, copy_mask: torch.Tensor, target_trace: LayerTrace,
-                      paste_mask: torch.Tensor, tight_paste: bool = True) -> RewriteTarget:
+                      paste_mask: torch.Tensor, tight_paste: bool = True, anchor: str = "centre") -> RewriteTarget:
     """Composite target: copy values in the copy mask's box, alpha-blended at the paste location.
 
-    copy_trace / target_trace: traces of one image each; masks any size (resized to the values').
+    copy_trace / target_trace: traces of one image each; masks any size (resized to the values');
+    anchor: where the box goes on the paste mask (see paste_box).
     """
     value_size = tuple(target_trace.values.shape[-2:])
     alpha = resize_mask(copy_mask.float(), value_size).to(target_trace.values.device)
     where = resize_mask(paste_mask.float(), value_size)
     top, left, bottom, right = bounding_box(alpha)
-    paste_top, paste_left = paste_box((top, left, bottom, right), where)
+    paste_top, paste_left = paste_box((top, left, bottom, right), where, anchor)
     height, width = bottom - top, right - left
     target = target_trace.values.clone()
     region = (slice(None), slice(None), slice(paste_top, paste_top + height), slice(paste_left, paste_left + width))

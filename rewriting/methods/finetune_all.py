@@ -30,14 +30,16 @@ from .unit_zeroing import context_erase_target, resolve_drank
 
 
 def image_paste_target(copy_image: torch.Tensor, copy_mask: torch.Tensor, paste_image: torch.Tensor,
-                       paste_mask: torch.Tensor, tight_paste: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                       paste_mask: torch.Tensor, tight_paste: bool = True,
+                       anchor: str = "centre") -> tuple[torch.Tensor, torch.Tensor]:
     """RGB copy-paste target (1, 3, H, W) and its loss weights (1, 1, H, W); images (1, 3, H, W), masks any size.
 
-    The layer target's composite (box of the copy mask, centred on the paste mask, clamped), with
+    The layer target's composite (box of the copy mask, placed on the paste mask by anchor, clamped), with
     the images standing in for the layer's values.
     """
     as_trace = lambda image: LayerTrace(image, None, None, image)  # noqa: E731
-    target = copy_paste_target(as_trace(copy_image), copy_mask, as_trace(paste_image), paste_mask, tight_paste)
+    target = copy_paste_target(as_trace(copy_image), copy_mask, as_trace(paste_image), paste_mask, tight_paste,
+                               anchor)
     return target.target_values, target.loss_weights
 
 
@@ -166,7 +168,7 @@ class FinetuneAll(RequestMethod):
         copy_image = generated_images(generator, [request.copy.image_id], spec.seed)
         paste_image = generated_images(generator, [request.paste.image_id], spec.seed)
         targets, weights = image_paste_target(copy_image, request.copy.mask, paste_image, request.paste.mask,
-                                              self.tight_paste)
+                                              self.tight_paste, request.paste_anchor)
         return [request.paste.image_id], targets, weights, []
 
     def erase_targets(self, generator, layer, request, spec, second_moment
