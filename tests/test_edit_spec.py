@@ -372,6 +372,16 @@ def test_paste_anchor_is_checked_and_recorded_only_when_chosen():
         EditRequest(context, erase=True, drank=30, paste_anchor="bottom")
 
 
+def test_edit_config_sets_the_paste_anchor_of_a_request_read_from_a_file(tmp_path):
+    from rewriting.edits.config import spec_from_config
+    path = tmp_path / "request.json"
+    make_spec().save(path)
+    spec = spec_from_config({"file": str(path), "paste_anchor": "bottom"}, generator=None)
+    assert spec.request.paste_anchor == "bottom"
+    with pytest.raises(EditSpecError, match="paste_anchor='left'.*unknown"):
+        spec_from_config({"file": str(path), "paste_anchor": "left"}, generator=None)
+
+
 def test_edit_config_turns_a_recorded_copy_paste_into_a_surroundings_erase(tmp_path):
     from rewriting.edits.config import spec_from_config
     path = tmp_path / "watermark.json"

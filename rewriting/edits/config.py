@@ -140,4 +140,7 @@ def spec_from_config(edit_config, generator, segmenter=None) -> EditSpec:
     if _get(edit_config, "erase_fill") is not None:
         # e.g. `+edit.erase_fill=surroundings` on a paper erase; replace() re-checks the request
         spec.request = dataclasses.replace(spec.request, erase_fill=str(_get(edit_config, "erase_fill")))
+    if _get(edit_config, "paste_anchor") is not None:
+        # e.g. `+edit.paste_anchor=bottom` on a paper request read from its JSON file
+        spec.request = dataclasses.replace(spec.request, paste_anchor=str(_get(edit_config, "paste_anchor")))
     return spec
