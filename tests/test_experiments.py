@@ -389,3 +389,15 @@ def test_a_changed_request_is_resolved_anew_so_reused_runs_cannot_replay_the_old
     assert load_edit(largest).request.copy.image_id != load_edit(first).request.copy.image_id
     written = largest.stat().st_mtime_ns
     assert resolved() == largest and largest.stat().st_mtime_ns == written  # the same request: resolved once
+
+
+def test_bundled_min_piece_never_drops_a_roof_the_renderer_draws(tmp_path):
+    import toytown_part_sizes
+    report = toytown_part_sizes.main(["--renders", "300", "--out", str(tmp_path / "sizes.json")])
+    pieces = report["pieces"]
+    for edit, part in (("spire_to_tree", "spire"), ("dome_to_spire", "dome"), ("dome_to_spire", "spire")):
+        min_piece = yaml.safe_load((ROOT / "conf/edit" / f"{edit}.yaml").read_text())["request"]["min_piece"]
+        assert min_piece < pieces[part]["smallest"], (edit, part)
+    # Windows are small: a min_piece on a window request would drop real ones.
+    assert pieces["window"]["smallest"] < 16
+    assert json.loads((tmp_path / "sizes.json").read_text())["renders"] == 300

@@ -103,7 +103,7 @@ def find_images_with_label(generator, segmenter, names: str | list[str], count: 
                         f"(≥ {min_pixels} px); need {count}. Lower the count or search more images.")
 
 
-def _pieces(mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def mask_pieces(mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """8-connected pieces of a binary mask (H, W): the piece index per pixel (0: none), and each piece's size."""
     from scipy import ndimage
     marked = mask.numpy() > 0
@@ -119,13 +119,13 @@ def without_small_pieces(mask: torch.Tensor, min_piece: int) -> torch.Tensor:
     """
     if min_piece <= 1 or not mask.any():
         return mask
-    components, sizes = _pieces(mask)
+    components, sizes = mask_pieces(mask)
     return torch.from_numpy(np.isin(components, 1 + np.flatnonzero(sizes >= min_piece))).to(mask.dtype)
 
 
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
     """The largest 8-connected region of a binary mask (H, W)."""
-    components, sizes = _pieces(mask)
+    components, sizes = mask_pieces(mask)
     if len(sizes) <= 1:
         return mask
     return torch.from_numpy(components == 1 + int(sizes.argmax())).to(mask.dtype)
