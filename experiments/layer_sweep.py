@@ -28,11 +28,11 @@ RUN_COLUMNS = ("edit", "layer", "seed", "edit_success", "erase_success", "undesi
 
 
 def sweep(edits, layers, seeds: int, samples: int, method: str, scratch: Path, extra: list[str],
-          reuse: bool = False, log=print) -> dict[tuple[str, int], list[dict]]:
+          reuse: bool = False, log=print, first_seed: int = 1) -> dict[tuple[str, int], list[dict]]:
     grouped: dict[tuple[str, int], list[dict]] = {}
     for edit in edits:
         for layer in layers:
-            for seed in seed_values(seeds):
+            for seed in seed_values(seeds, first_seed):
                 out = scratch / "runs" / edit / f"layer{layer}" / f"seed{seed}"
                 overrides = [*resolved_edit_overrides(edit, seed, scratch, extra), f"method={method}",
                              f"layer={layer}", f"seed={seed}", *experiment_overrides(scratch, samples),
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--layers", type=int, nargs="+", default=[3, 4, 5, 6, 7, 8])
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="seeds run: first-seed .. first-seed + seeds - 1 (later ones hold out a choice made on 1..N)")
     parser.add_argument("--method", default="rank_one")
     parser.add_argument("--max-undesired", type=float, default=0.05,
                         help="masked L1 bound of the default-layer rule")
@@ -134,14 +136,14 @@ def main(argv: list[str] | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="layer_sweep_") as temporary:
         scratch = args.scratch or Path(temporary)
         grouped = sweep(args.edits, args.layers, args.seeds, args.samples, args.method, scratch, args.overrides,
-                        args.reuse)
+                        args.reuse, first_seed=args.first_seed)
     best = best_layers(grouped)
     header, rows, csv_rows = table(grouped, best)
     minutes = (time.perf_counter() - started) / 60
     run_minutes = sum(numbers([run for runs in grouped.values() for run in runs], "run_seconds")) / 60
     defaults = {edit: compose_config([f"edit={edit}"]).edit.layer for edit in args.edits}
     preface = (f"Layer sweep ({args.method}), {datetime.date.today()}: {args.samples} metric samples, "
-               f"{args.seeds} seed(s), mean ± std; the runs took {run_minutes:.1f} min. "
+               f"{args.seeds} seed(s)" + (f" from {args.first_seed}" if args.first_seed != 1 else "") + ", mean ± std; the runs took {run_minutes:.1f} min. "
                f"objective = success − {weight} × masked L1.\n\n"
                f"Best layer per edit (configured default in brackets): "
                + ", ".join(f"{edit}: {layer} [{defaults[edit]}]" for edit, layer in best.items())

@@ -55,9 +55,9 @@ def run_overrides(overrides: Sequence[str], out_dir: Path, reuse: bool = False) 
     return metrics
 
 
-def seed_values(count: int) -> range:
-    """The seeds of `count` repetitions: 1, 2, ... (1 is the edits' default latent sample)."""
-    return range(1, count + 1)
+def seed_values(count: int, first: int = 1) -> range:
+    """The seeds of `count` repetitions: first, first + 1, ... (1 is the edits' default latent sample)."""
+    return range(first, first + count)
 
 
 def seed_overrides(seed: int) -> list[str]:

@@ -75,6 +75,24 @@ def test_layer_sweep_composes_edit_specific_overrides_before_any_run(monkeypatch
         layer_sweep.main(["--edits", "spire_to_tree", "--out", str(tmp_path), "~edit.request.paste_anchor"])
 
 
+def test_layer_sweep_first_seed_runs_held_out_seeds_only(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_run(overrides, out_dir, reuse=False):
+        seed = int(next(o for o in overrides if o.startswith("seed=")).split("=")[1])
+        seen.append(seed)
+        return {"edit_success": 0.1 * seed, "undesired_change_l1": 0.01, "objective": 0.0, "edit_seconds": 1.0,
+                "run_seconds": 1.0}
+
+    monkeypatch.setattr(layer_sweep, "run_overrides", fake_run)
+    monkeypatch.setattr(layer_sweep, "resolved_edit_overrides", lambda edit, seed, scratch, extra: [])
+    layer_sweep.main(["--edits", "spire_to_tree", "--layers", "6", "--seeds", "2", "--first-seed", "17",
+                      "--out", str(tmp_path)])
+    assert seen == [17, 18]
+    assert [row["seed"] for row in read_csv(tmp_path / "runs.csv")] == ["17", "18"]
+    assert "2 seed(s) from 17" in (tmp_path / "table.md").read_text()
+
+
 def test_default_layer_is_the_most_successful_within_the_undesired_change_bound():
     grouped = {("e", 6): [{"edit_success": 0.5, "undesired_change_l1": 0.03}],
                ("e", 7): [{"edit_success": 0.9, "undesired_change_l1": 0.08}],  # too much collateral change
