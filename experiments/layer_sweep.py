@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> Path:
     run_minutes = sum(numbers([run for runs in grouped.values() for run in runs], "run_seconds")) / 60
     defaults = {edit: compose_config([f"edit={edit}"]).edit.layer for edit in args.edits}
     preface = (f"Layer sweep ({args.method}), {datetime.date.today()}: {args.samples} metric samples, "
-               f"{args.seeds} seed(s)" + (f" from {args.first_seed}" if args.first_seed != 1 else "") + ", mean ± std; the runs took {run_minutes:.1f} min. "
+               f"{args.seeds} seed(s){f' from {args.first_seed}' if args.first_seed != 1 else ''}, mean ± std; "
+               f"the runs took {run_minutes:.1f} min. "
                f"objective = success − {weight} × masked L1.\n\n"
                f"Best layer per edit (configured default in brackets): "
                + ", ".join(f"{edit}: {layer} [{defaults[edit]}]" for edit, layer in best.items())

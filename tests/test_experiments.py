@@ -90,7 +90,7 @@ def test_layer_sweep_first_seed_runs_held_out_seeds_only(monkeypatch, tmp_path):
                       "--out", str(tmp_path)])
     assert seen == [17, 18]
     assert [row["seed"] for row in read_csv(tmp_path / "runs.csv")] == ["17", "18"]
-    assert "2 seed(s) from 17" in (tmp_path / "table.md").read_text()
+    assert "2 seed(s) from 17, mean ± std; the runs took 0.0 min." in (tmp_path / "table.md").read_text()
 
 
 def test_default_layer_is_the_most_successful_within_the_undesired_change_bound():

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 import rewriting
 from rewriting.edits.config import spec_from_config
-from rewriting.edits.resolve import label_masks, resolve_labels
+from rewriting.edits.resolve import label_masks, resolve_labels, without_small_pieces
 from rewriting.edits.spec import load_edit
 from rewriting.models.loading import BUNDLED
 from rewriting.toytown.segmenter import load_segmenter
@@ -49,7 +49,7 @@ def test_masks_from_labels_are_resolved_recorded_and_replay_without_the_segmente
     context_ids = [r.image_id for r in spec.request.context]
     assert len(context_ids) == 3 and spec.request.paste.image_id not in context_ids
     # Each context image really shows a spire where the resolved mask says (specks dropped: min_piece).
-    from rewriting.edits.resolve import resolve_request, without_small_pieces
+    from rewriting.edits.resolve import resolve_request
     request = resolve_request(spec, generator, segmenter)
     spires = label_masks(generator, segmenter, context_ids, "spire", spec.seed)
     for region, spire in zip(request.context, spires):
@@ -90,7 +90,6 @@ def test_pick_largest_copies_the_biggest_tree_among_the_first_images_showing_one
 def test_min_piece_drops_segmenter_specks_from_the_regions(toytown):
     from scipy import ndimage
 
-    from rewriting.edits.resolve import without_small_pieces
     generator, segmenter = toytown
 
     def pieces(mask):
@@ -146,6 +145,41 @@ def test_bundled_dome_to_spire_stands_the_copied_spire_on_the_dome_and_records_i
     dome_rows = request.paste.mask.any(dim=1).nonzero()[:, 0]
     assert pasted_rows[-1] == dome_rows[-1]  # the spire's base on the dome's base
     assert pasted_rows[0] < dome_rows[0]  # and its tip above the dome, in the sky
+
+
+def test_extended_up_marks_only_the_rows_above_and_stops_at_the_top():
+    from rewriting.edits.resolve import extended_up
+    mask = torch.zeros(8, 6)
+    mask[2, 1] = mask[6, 4] = 1
+    extended = extended_up(mask, 3)
+    expected = torch.zeros(8, 6)
+    expected[0:3, 1] = 1  # clipped at the top, nothing wraps to the bottom rows
+    expected[3:7, 4] = 1
+    assert torch.equal(extended, expected)
+    assert torch.equal(extended_up(mask, 0), mask)
+
+
+def test_context_extend_up_covers_the_sky_above_each_context_dome_and_replays(toytown, tmp_path):
+    from rewriting.edits.resolve import extended_up
+    generator, segmenter = toytown
+    config = OmegaConf.load(ROOT / "conf/edit/dome_to_spire.yaml")
+    config.request.context.count = 2
+    extend = config.request.context_extend_up
+    spec = load_edit(spec_from_config(config, generator, segmenter).save(tmp_path / "edit.json"))
+    for region in spec.request.context:
+        dome = without_small_pieces(label_masks(generator, segmenter, [region.image_id], "dome", spec.seed)[0], 32)
+        mask = region.load_mask()
+        assert torch.equal(mask, extended_up(dome, extend))  # recorded, so the replay needs no segmenter
+        rows = mask.any(dim=1).nonzero()[:, 0]
+        dome_rows = dome.any(dim=1).nonzero()[:, 0]
+        assert rows[0] == max(dome_rows[0] - extend, 0) and rows[-1] == dome_rows[-1]  # only upward
+    # The paste region stays the dome itself: the anchor stands the spire on it.
+    paste = spec.request.paste
+    assert torch.equal(paste.load_mask(), without_small_pieces(
+        label_masks(generator, segmenter, [paste.image_id], "dome", spec.seed)[0], 32))
+    config.request.context_extend_up = -1
+    with pytest.raises(rewriting.errors.EditSpecError, match="context_extend_up=-1"):
+        spec_from_config(config, generator, segmenter)
 
 
 def test_unknown_label_names_the_known_ones(toytown):

@@ -14,6 +14,8 @@ default 8): of the first N images showing the label, the one where it is largest
 largest connected piece), so the example copied or pasted onto is a clear one.
 `min_piece: N` (in `request`) drops every labelled piece of fewer than N pixels from the regions
 (segmenter specks) and counts an image as showing the label only by its pieces of N or more.
+`context_extend_up: N` (in `request`) extends each context mask N pixels upward: the context then
+also covers the space above the region, where a taller pasted object (a spire on a dome) will stand.
 """
 from __future__ import annotations
 
@@ -84,6 +86,10 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
                             f"(metrics.segmenter); use an edit JSON file with painted masks instead")
     context_config = _get(request_config, "context")
     min_piece = int(_get(request_config, "min_piece", 1))
+    context_extend_up = int(_get(request_config, "context_extend_up", 0))
+    if context_extend_up < 0:
+        raise EditSpecError(f"request.context_extend_up={context_extend_up}; use 0 (the labelled pixels only) or a "
+                            f"positive number of pixels to extend each context mask upward")
     context: list[Region] = []
     if context_config is not None:
         label = _get(context_config, "label")
@@ -111,9 +117,9 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
                           erase_fill=str(_get(request_config, "erase_fill", "zero_units")),
                           paste_anchor=str(_get(request_config, "paste_anchor", "centre")))
     spec = EditSpec(name=name, generator={}, rank=1, method={"name": "rank_one"}, request=request, seed=seed)
-    if min_piece > 1:
-        # The spec records masks, not min_piece: resolve them now, so replays get the same regions.
-        resolve_labels(spec, generator, segmenter, min_piece)
+    if min_piece > 1 or context_extend_up > 0:
+        # The spec records masks, not these options: resolve them now, so replays get the same regions.
+        resolve_labels(spec, generator, segmenter, min_piece, context_extend_up)
     return spec
 
 

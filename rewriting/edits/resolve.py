@@ -131,10 +131,19 @@ def largest_component(mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(components == 1 + int(sizes.argmax())).to(mask.dtype)
 
 
-def resolve_labels(spec: EditSpec, generator, segmenter, min_piece: int = 1) -> EditSpec:
+def extended_up(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """A binary mask (H, W) that also marks the `pixels` rows above each marked pixel (not past the top)."""
+    extended = mask.clone()
+    for shift in range(1, min(pixels, mask.shape[0] - 1) + 1):
+        extended[:-shift] = torch.maximum(extended[:-shift], mask[shift:])
+    return extended
+
+
+def resolve_labels(spec: EditSpec, generator, segmenter, min_piece: int = 1, context_extend_up: int = 0) -> EditSpec:
     """Record a mask for every labelled region (in place), segmenting its generated image.
 
-    min_piece: drop the label's pieces under this many pixels first (see without_small_pieces).
+    min_piece: drop the label's pieces under this many pixels first (see without_small_pieces);
+    context_extend_up: extend each context mask this many pixels upward (see extended_up).
     """
     for where, region in spec.request.named_regions():
         if region.label is None or region.resolved_mask is not None:
@@ -146,6 +155,9 @@ def resolve_labels(spec: EditSpec, generator, segmenter, min_piece: int = 1) -> 
                                                 spec.seed)[0], min_piece)
         if where == "request.copy":
             mask = largest_component(mask)  # copy one object (one tree), not every pixel of its class
+        if where.startswith("request.context") and context_extend_up > 0:
+            # The space above the region, where a taller pasted object will stand, follows the new rule too.
+            mask = extended_up(mask, context_extend_up)
         if mask.sum() == 0:
             pieces = f" piece of {min_piece} pixels or more" if min_piece > 1 else ""
             fix = "lower request.min_piece or choose another image" if min_piece > 1 else "choose another image id"
