@@ -416,6 +416,9 @@ def test_bundled_min_piece_never_drops_a_roof_the_renderer_draws(tmp_path):
     for edit, part in (("spire_to_tree", "spire"), ("dome_to_spire", "dome"), ("dome_to_spire", "spire")):
         min_piece = yaml.safe_load((ROOT / "conf/edit" / f"{edit}.yaml").read_text())["request"]["min_piece"]
         assert min_piece < pieces[part]["smallest"], (edit, part)
+    # dome_to_spire's context reaches about as far above a dome as a rendered spire rises above one.
+    extend_up = yaml.safe_load((ROOT / "conf/edit/dome_to_spire.yaml").read_text())["request"]["context_extend_up"]
+    assert abs(extend_up - (pieces["spire"]["median_height"] - pieces["dome"]["median_height"])) <= 1
     # Windows are small: a min_piece on a window request would drop real ones.
     assert pieces["window"]["smallest"] < 16
     assert json.loads((tmp_path / "sizes.json").read_text())["renders"] == 300

@@ -19,22 +19,13 @@
 # Then, here: evaluate_toytown_generator.py on the chosen file, look at its grid, and re-measure the
 # bundled edits' layers and the README tables before shipping it.
 set -u
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 WANDB_MODE=offline
 OUT=${OUT:?set OUT to a folder for the results}
 DEVICE=${DEVICE:-cuda}
 MINUTES=${MINUTES:-6}
 SAMPLES=${SAMPLES:-500}
 BATCH=${BATCH:-64}
 WORK=${WORK:-/tmp/toytown_quality}
-if ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=$PWD:/tmp/site
-fi
-python3 -c "import hydra, omegaconf" || { echo "hydra-core/omegaconf missing: carry .whl (see the header)"; exit 2; }
-mkdir -p "$OUT" "$WORK/start"
-cp rewriting/toytown/weights/toytown_generator.pt "$WORK/start/generator_ema.pt"
-cp experiments/checkpoints/toytown_discriminator.pt "$WORK/start/discriminator.pt"
-nvidia-smi -L 2> /dev/null || true
+source experiments/device/toytown_training_setup.sh
 
 common=(--resume "$WORK/start" --device "$DEVICE" --minutes "$MINUTES" --batch "$BATCH" --trainable all
         --lr 0.002 --ema-kimg 5 --save-every 75 --keep-checkpoints --log-every 100)

@@ -17,22 +17,13 @@
 # Then, here: evaluate_toytown_generator.py on the chosen file, look at its grid, and re-measure the
 # bundled edits' layers and the README tables before shipping it.
 set -u
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 WANDB_MODE=offline
 OUT=${OUT:?set OUT to a folder for the results}
 DEVICE=${DEVICE:-cuda}
 MINUTES=${MINUTES:-5}
 SAMPLES=${SAMPLES:-500}
 EDIT_SAMPLES=${EDIT_SAMPLES:-300}
 WORK=${WORK:-/tmp/toytown_share}
-if ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=$PWD:/tmp/site
-fi
-python3 -c "import hydra, omegaconf" || { echo "hydra-core/omegaconf missing: carry .whl (see the header)"; exit 2; }
-mkdir -p "$OUT" "$WORK/start"
-cp rewriting/toytown/weights/toytown_generator.pt "$WORK/start/generator_ema.pt"
-cp experiments/checkpoints/toytown_discriminator.pt "$WORK/start/discriminator.pt"
-nvidia-smi -L 2> /dev/null || true
+source experiments/device/toytown_training_setup.sh
 
 # Variant a: the share weight of CPU run (b) that met the shares, longer; b: a lighter share weight;
 # c: a lower learning rate (run (b) on the CPU blurred building bodies after ~270 steps).
