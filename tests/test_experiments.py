@@ -422,3 +422,20 @@ def test_bundled_min_piece_never_drops_a_roof_the_renderer_draws(tmp_path):
     # Windows are small: a min_piece on a window request would drop real ones.
     assert pieces["window"]["smallest"] < 16
     assert json.loads((tmp_path / "sizes.json").read_text())["renders"] == 300
+
+
+def test_window_pieces_tell_a_window_grid_from_specks():
+    from evaluate_toytown_generator import window_pieces
+    from rewriting.toytown.labels import LABEL_INDEX
+    from rewriting.toytown.renderer import render_seeds
+    _, labels = render_seeds(list(range(40)))
+    grid = window_pieces(labels)
+    assert grid["images_with_windows"] > 20
+    assert grid["share_of_window_pixels_in_window_sized_pieces"] > 0.95
+    # The same windows broken into specks: one pixel of every 2x2 cell kept.
+    rows, columns = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    specks = labels.clone()
+    specks[(labels == LABEL_INDEX["window"]) & ((rows % 2 == 1) | (columns % 2 == 1))] = LABEL_INDEX["building"]
+    speckled = window_pieces(specks)
+    assert speckled["median_piece_pixels"] <= 2
+    assert speckled["share_of_window_pixels_in_window_sized_pieces"] < 0.1
