@@ -1,4 +1,4 @@
-"""Train the bundled Toytown StyleGAN2 (64 px) adversarially on the procedural renderer.
+"""Train the bundled Toytown StyleGAN2 (64 px) on the procedural renderer: adversarially, by regression, or both.
 
 Resumable: `--resume DIR` continues from DIR/generator_ema.pt (+ discriminator.pt when present).
 Writes, every `--save-every` seconds and at the end, atomically:
@@ -21,6 +21,13 @@ layer N and before (the keys an edit at that layer reads) stays fixed, so the la
 change how each scene is drawn (clean roofs, a watermark), not the layout. `--anchor-weight A`
 keeps each image near the starting generator's image for the same latent, so the share loss buys
 its counts with small changes rather than by redrawing scenes.
+
+Regression (`--objective regression`, or `--regression-weight W` beside the adversarial loss):
+the generator's image for z is pulled (mean L1) toward the render of a fixed scene of z
+(`rewriting.toytown.latent_scenes`: each random draw of the scene sampler reads one coordinate of
+z). Every latent has its own target, so no kind of scene can be dropped and the shares follow the
+renderer's by construction; what it costs is blur wherever the map from z to a scene jumps (a roof
+kind, a window count), which an adversarial fine-tune can then sharpen.
 """
 from __future__ import annotations
 
@@ -41,6 +48,7 @@ from rewriting.models.stylegan2 import StyleGAN2Generator
 from rewriting.metrics.success import PRESENCE_MIN_PIXELS, label_presence_counts
 from rewriting.toytown.discriminator import Discriminator
 from rewriting.toytown.labels import LABEL_INDEX, NUM_LABELS, SHARE_PARTS
+from rewriting.toytown.latent_scenes import LATENT_DIM, render_latents
 from rewriting.toytown.renderer import render_seeds
 from rewriting.toytown.segmenter import load_segmenter
 
@@ -92,7 +100,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--anchor-weight", type=float, default=0.0,
                         help="weight of the mean L1 between each generated image and the starting "
                              "generator's image for the same latent and noise (0: no anchor)")
-    return parser.parse_args()
+    parser.add_argument("--objective", choices=("adversarial", "regression"), default="adversarial",
+                        help="regression: no discriminator, only the mean L1 to the render of each latent's scene")
+    parser.add_argument("--regression-weight", type=float, default=0.0,
+                        help="weight of the mean L1 to the render of each latent's scene beside the "
+                             "adversarial loss (with --objective regression: 1 unless set)")
+    args = parser.parse_args()
+    if args.objective == "regression" and args.regression_weight == 0:
+        args.regression_weight = 1.0
+    return args
 
 
 def late_synthesis_parameters(generator: StyleGAN2Generator, layer: int) -> list[torch.nn.Parameter]:
@@ -161,6 +177,9 @@ def main() -> None:
     else:
         generator = StyleGAN2Generator(64, style_dim=args.style_dim, n_mlp=args.n_mlp,
                                        channels=GENERATOR_CHANNELS, lr_mlp=args.lr_mlp)
+    if args.regression_weight > 0 and generator.z_dim < LATENT_DIM:
+        raise SystemExit(f"Regression needs a generator whose z has at least {LATENT_DIM} coordinates (one per "
+                         f"random draw of a scene); this one has {generator.z_dim}. Use --style-dim {LATENT_DIM} or more.")
     discriminator = Discriminator(64, DISCRIMINATOR_CHANNELS)
     if args.resume and (args.resume / "discriminator.pt").is_file():
         discriminator.load_state_dict({k: v.float() for k, v in torch.load(args.resume / "discriminator.pt").items()})
@@ -229,16 +248,11 @@ def main() -> None:
         print(f"rendering on {device} failed ({error}); rendering on the CPU instead", flush=True)
         render_device = torch.device("cpu")
 
-    began = time.time()
-    last_save = began
-    step = start_step
-    seen = 0
-    while time.time() - began < args.minutes * 60 and not (args.max_steps and step - start_step >= args.max_steps):
+    def discriminator_step(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One discriminator update (+ lazy R1 every r1_every steps): its loss and the R1 value."""
         seeds = range(seed_base + step * args.batch, seed_base + (step + 1) * args.batch)
         real, _ = render_seeds(list(seeds), size=64, device=render_device)
         real = real.to(device)
-
-        # Discriminator step (+ lazy R1).
         z = torch.randn(args.batch, generator.z_dim, device=device)
         with torch.no_grad():
             fake = generator(z)
@@ -254,12 +268,27 @@ def main() -> None:
             d_optim.zero_grad(set_to_none=True)
             (args.r1 / 2 * r1_value * args.r1_every).backward()
             d_optim.step()
+        return d_loss.detach(), r1_value.detach()
+
+    adversarial = args.objective == "adversarial"
+    began = time.time()
+    last_save = began
+    step = start_step
+    seen = 0
+    while time.time() - began < args.minutes * 60 and not (args.max_steps and step - start_step >= args.max_steps):
+        d_loss = r1_value = torch.zeros(())
+        if adversarial:
+            d_loss, r1_value = discriminator_step(step)
 
         # Generator step.
         z = torch.randn(args.batch, generator.z_dim, device=device)
         noise = generator.make_noise(args.batch, "random", device=device)
         fake = generator(z, noise=noise)
-        g_loss = F.softplus(-discriminator(fake)).mean()
+        g_loss = F.softplus(-discriminator(fake)).mean() if adversarial else torch.zeros((), device=device)
+        regression_loss = torch.zeros((), device=device)
+        if args.regression_weight > 0:
+            target, _ = render_latents(z, size=64, device=render_device)
+            regression_loss = (fake - target.to(device)).abs().mean()
         anchor_loss = torch.zeros((), device=device)
         if anchor is not None:
             with torch.no_grad():
@@ -275,7 +304,8 @@ def main() -> None:
             presence = soft_part_presence(logits, share_parts, args.share_scale, args.share_presence)
             share_loss = ((running_shares - target_shares) * presence.mean(0)).sum()
         g_optim.zero_grad(set_to_none=True)
-        (g_loss + args.share_weight * share_loss + args.anchor_weight * anchor_loss).backward()
+        (g_loss + args.share_weight * share_loss + args.anchor_weight * anchor_loss
+         + args.regression_weight * regression_loss).backward()
         g_optim.step()
 
         with torch.no_grad():
@@ -288,6 +318,8 @@ def main() -> None:
             record = {"step": step, "seconds": round(elapsed, 1), "images_per_s": round(seen / elapsed, 1),
                       "d_loss": round(d_loss.item(), 4), "g_loss": round(g_loss.item(), 4),
                       "r1": round(float(r1_value.detach()), 4)}
+            if args.regression_weight > 0:
+                record["regression_l1"] = round(regression_loss.item(), 4)
             if anchor is not None:
                 record["anchor_l1"] = round(anchor_loss.item(), 4)
             if args.share_weight > 0:

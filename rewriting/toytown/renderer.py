@@ -273,6 +273,11 @@ def _sample_tree(
     scenes.trunk_color[index, slot] = _jitter(random, np.array([0.36, 0.23, 0.13]), 0.05)
 
 
+def _substream(random, name: str):
+    """The draws of one part of the scene: its own stream for latent scenes, the scene's one otherwise."""
+    return random.substream(name) if hasattr(random, "substream") else random
+
+
 def _sample_scene(random: np.random.RandomState, scenes: SceneBatch, index: int) -> None:
     horizon = random.randint(46, 53)
     scenes.horizon[index] = horizon
@@ -302,7 +307,8 @@ def _sample_scene(random: np.random.RandomState, scenes: SceneBatch, index: int)
     # Which of two buildings stands in front is random: slot 1 is drawn over slot 0.
     order = random.permutation(len(centers))
     for slot, building in enumerate(order):
-        _sample_building(random, scenes, index, slot, centers[building], widths[building])
+        _sample_building(_substream(random, f"building{slot}"), scenes, index, slot, centers[building],
+                         widths[building])
 
     lefts = scenes.building_left[index][scenes.building_present[index]]
     rights = scenes.building_right[index][scenes.building_present[index]]
@@ -310,8 +316,9 @@ def _sample_scene(random: np.random.RandomState, scenes: SceneBatch, index: int)
     sides = [-1, 1] if tree_count == 2 else [random.choice((-1, 1))] * tree_count
     for slot, side in enumerate(sides):
         near_x = lefts.min() if side < 0 else rights.max()
-        _sample_tree(random, scenes, index, slot, near_x, side)
+        _sample_tree(_substream(random, f"tree{slot}"), scenes, index, slot, near_x, side)
 
+    random = _substream(random, "watermark")
     scenes.watermark_present[index] = random.uniform() < WATERMARK_PROBABILITY
     scenes.watermark_band_opacity[index] = random.uniform(0.25, 0.4)
     scenes.watermark_ink_opacity[index] = random.uniform(0.7, 0.85)
