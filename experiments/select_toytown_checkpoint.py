@@ -1,7 +1,8 @@
 """Choose among kept Toytown generator checkpoints on a validation set disjoint from the reported one.
 
-For every checkpoint: the share of samples showing each part against the renderer's share, and the
-segmenter FID, over `--samples` samples at latent seed 1 and renders from seed 1,000,000 on (the
+For every checkpoint: the share of samples showing each part against the renderer's share, the
+segmenter FID and how windows are drawn (`window_pieces`; recorded, not part of the rule), over
+`--samples` samples at latent seed 1 and renders from seed 1,000,000 on (the
 reported evaluation, evaluate_toytown_generator.py, uses latent seed 0 and render seeds 0..1999).
 With `--edit-seeds S ...` it also runs the default edit (`python run.py`'s spire_to_tree) on each
 checkpoint with those edit seeds (the reported default edit uses seed 1, so validation uses others)
@@ -22,7 +23,7 @@ import json
 from pathlib import Path
 
 import rewriting
-from evaluate_toytown_generator import PARTS, SHARE_BAR, generated, relative_share_differences, segment
+from evaluate_toytown_generator import PARTS, SHARE_BAR, generated, relative_share_differences, segment, window_pieces
 from paper_tables import experiment_overrides, run_overrides, seed_overrides
 from rewriting.atomic import write_json
 from rewriting.deltas import package_version
@@ -86,17 +87,20 @@ def main() -> None:
     results = {}
     for path in args.checkpoints:
         fake = generated(rewriting.load_generator(path), args.samples, seed=args.latent_seed)
-        shares = label_presence(segment(segmenter, fake), list(LABELS))
+        labels = segment(segmenter, fake)
+        shares = label_presence(labels, list(LABELS))
         relative = relative_share_differences(shares, rendered)
         results[str(path)] = {"sha256": sha256_file(path), "shares": {part: shares[part] for part in PARTS},
                               "relative_difference": relative, "largest_relative_difference": max(relative.values()),
-                              "segmenter_fid": feature_fid(fake, real, features)}
+                              "segmenter_fid": feature_fid(fake, real, features),
+                              "window_pieces": window_pieces(labels)}
         if args.edit_seeds:
             results[str(path)]["default_edit"] = validation_edit(path, args.edit_seeds, args.edit_samples, args.scratch)
         results[str(path)]["meets_bars"] = meets_bars(results[str(path)])
         edit = results[str(path)].get("default_edit")
         print(path.name, {part: round(relative[part], 2) for part in PARTS},
               round(results[str(path)]["segmenter_fid"], 3),
+              "windows", results[str(path)]["window_pieces"].get("share_of_window_pixels_in_window_sized_pieces"),
               "" if edit is None else edit.get("error") or f"edit {edit['mean_edit_success']:.3f}/{edit['mean_undesired_change_l1']:.4f}",
               flush=True)
     passing = [name for name in results if results[name]["meets_bars"]]
