@@ -20,6 +20,7 @@ import datetime
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import rewriting
@@ -66,7 +67,6 @@ def window_pieces(label_maps: torch.Tensor) -> dict[str, float]:
     median piece size, and the share of window pixels that lie in window-sized pieces
     (WINDOW_PIECE_PIXELS): near 1 for a grid of separate windows, low for specks or smears.
     """
-    import numpy as np
     counts, sizes, in_window_sized = [], [], 0.0
     for label_map in label_maps:
         _, piece_pixels = mask_pieces(label_map == LABELS.index("window"))
