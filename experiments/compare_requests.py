@@ -21,6 +21,7 @@ from paper_tables import mean_std
 from rewriting.atomic import write_json
 
 SUCCESS_BAR = 0.50
+UNDESIRED_BAR = 0.05  # masked L1 (images in [0, 1]): the bar for spire_to_tree beside the success bar
 TIE = 0.01
 
 
@@ -44,6 +45,7 @@ def summarize(folders: list[Path], layers: list[int], baseline: Path, chosen_on:
     summary = {}
     for folder, rows in runs.items():
         success = {seed: float(row["edit_success"]) for seed, row in sorted(rows.items())}
+        undesired = {seed: float(row["undesired_change_l1"]) for seed, row in sorted(rows.items())}
         held_out = [seed for seed in success if not chosen_on[0] <= seed <= chosen_on[1]]
         entry = {
             "edit_success": {str(seed): value for seed, value in success.items()},
@@ -52,7 +54,11 @@ def summarize(folders: list[Path], layers: list[int], baseline: Path, chosen_on:
             "mean_edit_success_held_out_seeds": mean_std([success[s] for s in held_out])[0],
             "seeds_reaching_bar": sum(value >= SUCCESS_BAR for value in success.values()),
             "seeds": len(success),
-            "largest_undesired_change_l1": max(float(row["undesired_change_l1"]) for row in rows.values()),
+            "largest_undesired_change_l1": max(undesired.values()),
+            "mean_undesired_change_l1": mean_std(list(undesired.values()))[0],
+            # An edit that spills wrecks images outside the source region, worse for a user than a weak one.
+            "seeds_over_undesired_bar": sum(value > UNDESIRED_BAR for value in undesired.values()),
+            "seeds_meeting_both_bars": sum(success[s] >= SUCCESS_BAR and undesired[s] <= UNDESIRED_BAR for s in success),
         }
         if folder != baseline:
             paired = [success[s] - float(base[s]["edit_success"]) for s in held_out if s in base]
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
                          + f" --layer {' '.join(map(str, args.layer))} --baseline {args.baseline}"
                          + f" --chosen-on {args.chosen_on[0]} {args.chosen_on[1]}"
                          + (f" --out {args.out}" if args.out else ""),
-              "success_bar": SUCCESS_BAR, "chosen_on_seeds": list(args.chosen_on),
+              "success_bar": SUCCESS_BAR, "undesired_bar": UNDESIRED_BAR, "chosen_on_seeds": list(args.chosen_on),
               "requests": summarize(args.folders, args.layer, args.baseline, tuple(args.chosen_on))}
     if len(args.layer) > 1:
         for folder, folder_layer in zip(args.folders, args.layer):

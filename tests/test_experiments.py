@@ -382,6 +382,14 @@ def test_compare_requests_judges_a_request_on_the_seeds_it_was_not_chosen_on(tmp
     assert chosen["held_out_against_baseline"] == {"better": 1, "within_0.01": 1, "worse": 1}
     assert chosen["seeds_reaching_bar"] == 3 and chosen["largest_undesired_change_l1"] == pytest.approx(0.04)
     assert result["requests"]["first"]["seeds_reaching_bar"] == 1
+    # Both bars: success >= 0.5 and masked L1 <= 0.05 on the same seed.
+    spilling = sweep("spilling", {1: 0.9, 2: 0.6, 3: 0.2, 4: 0.1, 5: 0.7})
+    with open(spilling / "runs.csv", "a", newline="") as handle:
+        handle.write("spire_to_tree,6,6,0.95,0.12\n")
+    both = compare_requests.main([str(first), str(spilling), "--layer", "6", "--baseline", str(first)])
+    assert both["requests"]["spilling"]["seeds_over_undesired_bar"] == 1
+    assert both["requests"]["spilling"]["seeds_meeting_both_bars"] == 3  # seeds 1, 2, 5; seed 6 spills
+    assert both["requests"]["spilling"]["mean_undesired_change_l1"] == pytest.approx((5 * 0.02 + 0.12) / 6)
     assert json.loads((tmp_path / "summary.json").read_text())["requests"]["largest"]["seeds"] == 5
     with pytest.raises(SystemExit, match="no run at layer 5"):
         compare_requests.main([str(first), "--layer", "5", "--baseline", str(first)])
