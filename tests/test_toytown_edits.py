@@ -80,7 +80,7 @@ def test_pick_largest_copies_the_biggest_tree_among_the_first_images_showing_one
     assert len(set(sizes)) > 1  # the choice matters
     assert spec.request.copy.image_id == candidates[sizes.index(max(sizes))]
     spires = find_images_with_label(generator, segmenter, "spire", 4, seed=spec.seed, exclude=taken)
-    areas = label_masks(generator, segmenter, spires, "spire", spec.seed).sum(dim=(1, 2)).tolist()
+    areas = [largest_component(m).sum().item() for m in label_masks(generator, segmenter, spires, "spire", spec.seed)]
     assert spec.request.paste.image_id == spires[areas.index(max(areas))]
     config.request.copy = {"label": "tree", "pick": "biggest"}
     with pytest.raises(rewriting.errors.EditSpecError, match="request.copy: pick='biggest'.*pick: largest"):
@@ -110,11 +110,13 @@ def test_min_piece_drops_segmenter_specks_from_the_regions(toytown):
     assert min(min(pieces(r.load_mask())) for r in plain.request.context) < 16  # specks are there to drop
     config.request.min_piece = 16
     spec = spec_from_config(config, generator, segmenter)
-    regions = [*spec.request.context, spec.request.paste]
-    for region in regions:
+    for region in spec.request.context:
         mask = region.load_mask()
         full = label_masks(generator, segmenter, [region.image_id], "spire", spec.seed)[0]
         assert min(pieces(mask)) >= 16 and torch.equal(mask, without_small_pieces(full, 16))
+    paste = spec.request.paste.load_mask()
+    assert pieces(paste) == [max(pieces(without_small_pieces(
+        label_masks(generator, segmenter, [spec.request.paste.image_id], "spire", spec.seed)[0], 16)))]
     # An image counts as showing a spire only by its pieces of 16 pixels or more.
     dropped = [r.image_id for r in plain.request.context if without_small_pieces(r.load_mask(), 16).sum() < 16]
     assert dropped and not set(dropped) & {r.image_id for r in spec.request.context}
@@ -255,3 +257,36 @@ def test_bundled_erase_windows_fills_windows_from_the_wall_and_leaves_the_rest(t
     assert shares["surroundings"]["erase_success"] > 0.25
     assert shares["surroundings"]["erase_success"] > 2 * shares["zero_units"]["erase_success"]
     assert shares["surroundings"]["undesired_change_l1"] < 0.05
+
+
+def test_paste_lands_on_one_dome_when_the_paste_image_shows_two(toytown):
+    """The copy goes on one object: centred on two domes' pixels it would land in the sky between them."""
+    from scipy import ndimage
+
+    from rewriting.edits.resolve import resolve_request
+    from rewriting.edits.targets import paste_box
+
+    generator, segmenter = toytown
+    ids = list(range(40))
+    domes = [without_small_pieces(m, 16) for m in label_masks(generator, segmenter, ids, "dome", 1)]
+    counts = [ndimage.label(m.numpy() > 0, structure=[[1, 1, 1]] * 3)[1] for m in domes]
+    two = [i for i, count in zip(ids, counts) if count >= 2]
+    assert two, "the shipped generator draws two domes in some of its first 40 images"
+    # Of those, one whose two domes' joint centre lies off both: the case the old paste got wrong.
+    def centre_on(mask):
+        rows, columns = mask.nonzero(as_tuple=True)
+        return bool(mask[int(rows.float().mean()), int(columns.float().mean())] > 0)
+    image_id = next((i for i in two if not centre_on(domes[i])), None)
+    assert image_id is not None
+    config = OmegaConf.load(ROOT / "conf/edit/dome_to_tree.yaml")
+    config.request.context.count = 2
+    config.request.paste = {"label": "dome", "image_id": image_id}
+    config.request.min_piece = 16
+    spec = spec_from_config(config, generator, segmenter)
+    paste = resolve_request(spec, generator, segmenter).paste.mask
+    components, count = ndimage.label(paste.numpy() > 0, structure=[[1, 1, 1]] * 3)
+    assert count == 1 and paste.sum() == max((components == k).sum() for k in [1])
+    assert torch.all(paste <= domes[image_id]) and paste.sum() >= domes[image_id].sum() / 3
+    # A 9x9 copy box placed on it is centred on that dome's pixels.
+    top, left = paste_box((0, 0, 9, 9), paste)
+    assert paste[top + 4, left + 4] > 0

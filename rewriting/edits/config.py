@@ -71,9 +71,9 @@ def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple
 
 
 def _largest(generator, segmenter, ids: list[int], label: str, seed: int, where: str, min_piece: int = 1) -> int:
-    """The image id whose region (the copy: its largest connected piece, as copied) has most pixels."""
+    """The image id whose region (its largest connected piece, as copied or pasted on) has most pixels."""
     masks = [without_small_pieces(mask, min_piece) for mask in label_masks(generator, segmenter, ids, label, seed)]
-    if where == "request.copy":
+    if where in ("request.copy", "request.paste"):
         masks = [largest_component(mask) for mask in masks]
     areas = [float(mask.sum()) for mask in masks]
     return ids[areas.index(max(areas))]

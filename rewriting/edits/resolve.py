@@ -153,8 +153,10 @@ def resolve_labels(spec: EditSpec, generator, segmenter, min_piece: int = 1, con
                                 f"(metrics.segmenter); paint a mask instead")
         mask = without_small_pieces(label_masks(generator, segmenter, [region.image_id], region.label,
                                                 spec.seed)[0], min_piece)
-        if where == "request.copy":
-            mask = largest_component(mask)  # copy one object (one tree), not every pixel of its class
+        if where in ("request.copy", "request.paste"):
+            # One object: copy one tree, paste on one spire. The copy is placed at the paste mask's
+            # centre, which for two spires would be the sky between them.
+            mask = largest_component(mask)
         if where.startswith("request.context") and context_extend_up > 0:
             # The space above the region, where a taller pasted object will stand, follows the new rule too.
             mask = extended_up(mask, context_extend_up)
