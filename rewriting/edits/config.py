@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EditSpecError
-from .resolve import (find_images_with_label, label_masks, largest_component, resolve_labels,
+from .resolve import (ONE_OBJECT_REGIONS, find_images_with_label, label_masks, largest_component, resolve_labels,
                       without_small_pieces)
 from .spec import EditRequest, EditSpec, Region, load_edit
 
@@ -73,7 +73,7 @@ def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple
 def _largest(generator, segmenter, ids: list[int], label: str, seed: int, where: str, min_piece: int = 1) -> int:
     """The image id whose region (its largest connected piece, as copied or pasted on) has most pixels."""
     masks = [without_small_pieces(mask, min_piece) for mask in label_masks(generator, segmenter, ids, label, seed)]
-    if where in ("request.copy", "request.paste"):
+    if where in ONE_OBJECT_REGIONS:
         masks = [largest_component(mask) for mask in masks]
     areas = [float(mask.sum()) for mask in masks]
     return ids[areas.index(max(areas))]

@@ -103,6 +103,11 @@ def find_images_with_label(generator, segmenter, names: str | list[str], count: 
                         f"(≥ {min_pixels} px); need {count}. Lower the count or search more images.")
 
 
+# Regions that are one object: copy one tree, paste on one spire. The copy is placed at the paste
+# mask's centre, which for two spires would be the sky between them.
+ONE_OBJECT_REGIONS = ("request.copy", "request.paste")
+
+
 def mask_pieces(mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """8-connected pieces of a binary mask (H, W): the piece index per pixel (0: none), and each piece's size."""
     from scipy import ndimage
@@ -153,9 +158,7 @@ def resolve_labels(spec: EditSpec, generator, segmenter, min_piece: int = 1, con
                                 f"(metrics.segmenter); paint a mask instead")
         mask = without_small_pieces(label_masks(generator, segmenter, [region.image_id], region.label,
                                                 spec.seed)[0], min_piece)
-        if where in ("request.copy", "request.paste"):
-            # One object: copy one tree, paste on one spire. The copy is placed at the paste mask's
-            # centre, which for two spires would be the sky between them.
+        if where in ONE_OBJECT_REGIONS:
             mask = largest_component(mask)
         if where.startswith("request.context") and context_extend_up > 0:
             # The space above the region, where a taller pasted object will stand, follows the new rule too.
