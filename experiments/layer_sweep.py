@@ -24,7 +24,7 @@ from paper_tables import (RESULTS_DIR, compose_config, experiment_overrides, for
 
 
 RUN_COLUMNS = ("edit", "layer", "seed", "edit_success", "erase_success", "undesired_change_l1", "objective",
-               "edit_seconds", "run_seconds")
+               "edit_seconds", "run_seconds", "paste_reach")
 
 
 def sweep(edits, layers, seeds: int, samples: int, method: str, scratch: Path, extra: list[str],
@@ -34,7 +34,7 @@ def sweep(edits, layers, seeds: int, samples: int, method: str, scratch: Path, e
         for layer in layers:
             for seed in seed_values(seeds, first_seed):
                 out = scratch / "runs" / edit / f"layer{layer}" / f"seed{seed}"
-                overrides = [*resolved_edit_overrides(edit, seed, scratch, extra), f"method={method}",
+                overrides = [*resolved_edit_overrides(edit, seed, scratch, extra, layer), f"method={method}",
                              f"layer={layer}", f"seed={seed}", *experiment_overrides(scratch, samples),
                              *replayed_overrides(extra)]
                 metrics = {**run_overrides(overrides, out, reuse), "edit": edit, "layer": layer, "seed": seed}

@@ -70,31 +70,40 @@ def replayed_overrides(extra: Sequence[str]) -> list[str]:
     return [override for override in extra if not override.lstrip("+~").startswith("edit.request.")]
 
 
-def resolved_edit_overrides(edit: str, seed: int, scratch: Path, extra: Sequence[str] = ()) -> list[str]:
+def resolved_edit_overrides(edit: str, seed: int, scratch: Path, extra: Sequence[str] = (),
+                            layer: int | None = None) -> list[str]:
     """Overrides that replay edit config `edit` at latent-sample `seed` from its request, resolved once.
 
     Label requests are resolved (segmenting generated images) once per edit and seed; the spec with
     its recorded masks is saved and every method replays it (edit=from_file), as `run` would resolve it.
     The saved file is named by a hash of what the resolution depends on (the edit config, generator
     and segmenter settings): a changed request resolves anew, and `--reuse` cannot replay runs of an
-    older request, since their configs name another file.
+    older request, since their configs name another file. A paste with `pick: reachable` depends on
+    the layer (`layer`, else the edit's own) and the second moment there, so it resolves per layer.
     """
     from hydra.utils import instantiate
 
     from rewriting.edits.config import spec_from_config
     from rewriting.edits.resolve import resolve_labels
-    from rewriting.pipeline import load_segmenter
+    from rewriting.pipeline import load_segmenter, reach_scorer_for, statistics_for
 
-    cfg = compose_config([f"edit={edit}", *seed_overrides(seed), *extra])
+    layer_override = [f"layer={layer}"] if layer is not None else []
+    cfg = compose_config([f"edit={edit}", *seed_overrides(seed), *layer_override, *experiment_overrides(scratch, 0),
+                          *extra])
+    reachable = str((cfg.edit.get("request") or {}).get("paste", {}).get("pick", "")) == "reachable"
+    depends_on = [("edit", cfg.edit), ("generator", cfg.generator), ("segmenter", cfg.metrics.get("segmenter"))]
+    if reachable:
+        depends_on += [("layer", cfg.layer if cfg.layer is not None else cfg.edit.get("layer")),
+                       ("method", cfg.method), ("statistics", cfg.statistics)]
     resolved_by = {name: OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-                   for name, node in (("edit", cfg.edit), ("generator", cfg.generator),
-                                      ("segmenter", cfg.metrics.get("segmenter")))}
+                   for name, node in depends_on}
     digest = hashlib.sha256(json.dumps(resolved_by, sort_keys=True, default=str).encode()).hexdigest()
     path = scratch / "requests" / f"{edit}_seed{seed}_{digest[:12]}.json"
     if not path.is_file():
         generator = instantiate(cfg.generator, device="cpu")
         segmenter = load_segmenter(cfg.metrics, generator)
-        spec = resolve_labels(spec_from_config(cfg.edit, generator, segmenter), generator, segmenter)
+        scorer = reach_scorer_for(cfg, generator, instantiate(cfg.method), statistics_for(cfg, generator))
+        spec = resolve_labels(spec_from_config(cfg.edit, generator, segmenter, scorer), generator, segmenter)
         path.parent.mkdir(parents=True, exist_ok=True)
         spec.save(path)
     listed = lambda names: "null" if not names else "[" + ",".join(names) + "]"  # noqa: E731

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .edits.latents import latents_for_ids
 from .models.stylegan2 import LayerInput
 
 
@@ -51,6 +52,21 @@ def trace_layer(generator, z: torch.Tensor, layer: int, noise: list[torch.Tensor
     keys, layer_input, style = layer_keys(generator, z, layer, noise)
     values = generator.layer(layer).values_from_keys(keys, style, layer_input.noise)
     return LayerTrace(keys, style, layer_input.noise, values)
+
+
+def trace_images(generator, layer: int, image_ids: list[int], seed: int) -> LayerTrace:
+    """Layer traces of the request's images, each with its own reproducible noise."""
+    device = next(generator.parameters()).device
+    z = latents_for_ids(image_ids, generator.z_dim, seed).to(device)
+    traces = [trace_layer(generator, z[i:i + 1], layer, noise_for(generator, 1, seed=image_id, device=device))
+              for i, image_id in enumerate(image_ids)]
+    keys = torch.cat([t.keys for t in traces])
+    values = torch.cat([t.values for t in traces])
+    style = None if traces[0].style is None else torch.cat([t.style for t in traces])
+    noise = traces[0].noise
+    if noise is not None and any(t.noise is not noise for t in traces):
+        noise = torch.cat([t.noise.expand(1, *t.noise.shape[1:]) for t in traces])  # per-image random noise
+    return LayerTrace(keys, style, noise, values)
 
 
 def layer_values(generator, layer: int, trace: LayerTrace, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from .atomic import atomic_path, write_json
 from .deltas import package_version, save_delta
 from .edits.config import spec_from_config
+from .edits.reach import ReachScorer
 from .edits.resolve import generated_images, label_indices
 from .edits.spec import spec_hash
 from .errors import RewritingError
@@ -26,7 +27,7 @@ from .lightning_compat import pl
 from .models.checkpoints import save_stylegan2
 from .models.download import sha256_file
 from .rewrite import RewriteResult, rewrite
-from .statistics import latents_for_statistics, second_moment
+from .statistics import SecondMoment, latents_for_statistics, second_moment
 from .visualize import image_grid, outline
 
 log = logging.getLogger("rewriting")
@@ -131,6 +132,32 @@ def sweep_objective(metrics: dict, undesired_weight: float) -> dict:
     return {"objective": success - undesired_weight * undesired, "objective_lambda": undesired_weight}
 
 
+def statistics_for(cfg: DictConfig, generator, distributed: dict | None = None):
+    """A function layer -> the configured second moment there, computed (or loaded) once per layer."""
+    computed: dict[int, SecondMoment] = {}
+
+    def statistics_at(layer: int) -> SecondMoment:
+        if layer not in computed:
+            computed[layer] = second_moment(generator, layer, int(cfg.statistics.num_samples),
+                                            int(cfg.statistics.seed), int(cfg.statistics.batch_size),
+                                            cache_dir=cfg.statistics.cache_dir, progress=bool(cfg.progress),
+                                            distributed=distributed)
+        return computed[layer]
+    return statistics_at
+
+
+def reach_scorer_for(cfg: DictConfig, generator, method, statistics_at) -> ReachScorer | None:
+    """What a paste with `pick: reachable` is chosen by: the context directions at the run's layer (None: no layer)."""
+    layer = cfg.layer if cfg.layer is not None else cfg.edit.get("layer")
+    if layer is None:
+        return None
+    layer = int(layer)
+    generator.layer(layer)  # an unknown layer fails here, with the valid range
+    device = next(generator.parameters()).device
+    return ReachScorer(generator, layer, lambda: statistics_at(layer).matrix.to(device),
+                       int(getattr(method, "rank", 1)))
+
+
 def run(cfg: DictConfig) -> dict:
     """Perform one edit as configured; returns the metrics written to metrics.json."""
     out_dir = Path(cfg.output_dir)
@@ -142,7 +169,14 @@ def run(cfg: DictConfig) -> dict:
     generator.checkpoint_sha256 = sha256_file(generator.checkpoint_path)
     segmenter = load_segmenter(cfg.metrics, generator)
     method = instantiate(cfg.method)
-    spec = spec_from_config(cfg.edit, generator, segmenter)
+
+    trainer_config = OmegaConf.to_container(cfg.trainer, resolve=True)
+    distributed = trainer_config.pop("distributed", None)  # trainer=ddp: statistics and metrics across devices
+    if distributed:
+        distributed = {"accelerator": trainer_config.get("accelerator", "auto"), **distributed}
+    statistics_at = statistics_for(cfg, generator, distributed)
+    reach_scorer = reach_scorer_for(cfg, generator, method, statistics_at)
+    spec = spec_from_config(cfg.edit, generator, segmenter, reach_scorer)
     layer = cfg.layer if cfg.layer is not None else spec.layer
     if layer is None:
         raise RewritingError(f"no layer for edit {spec.name!r}: pass layer=N (valid: "
@@ -154,13 +188,7 @@ def run(cfg: DictConfig) -> dict:
     spec.layer, spec.rank = layer, method.rank
     spec.method = method.describe()
 
-    trainer_config = OmegaConf.to_container(cfg.trainer, resolve=True)
-    distributed = trainer_config.pop("distributed", None)  # trainer=ddp: statistics and metrics across devices
-    if distributed:
-        distributed = {"accelerator": trainer_config.get("accelerator", "auto"), **distributed}
-    statistics = second_moment(generator, layer, int(cfg.statistics.num_samples), int(cfg.statistics.seed),
-                               int(cfg.statistics.batch_size), cache_dir=cfg.statistics.cache_dir,
-                               progress=bool(cfg.progress), distributed=distributed)
+    statistics = statistics_at(layer)
     logger = make_logger(cfg.logger)
     unedited = copy.deepcopy(generator)
     trainer_options = dict(trainer_config)
@@ -184,6 +212,8 @@ def run(cfg: DictConfig) -> dict:
         "delta_norm": delta_norm.item(), "weight_relative_change": (delta_norm / original_norm).item(),
         "changed_tensors": len(deltas),
     }
+    if result.paste_reach is not None:
+        metrics["paste_reach"] = result.paste_reach
     metrics.update(getattr(result.fit, "notes", {}))
     if result.erased_units:
         metrics["erased_units"] = result.erased_units

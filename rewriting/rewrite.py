@@ -5,21 +5,24 @@ request → masks → keys/values at the layer → context directions D (whitene
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from .deltas import add_delta
+from .edits.reach import LOW_REACH, reach
 from .edits.resolve import ResolvedRequest, resolve_request, stacked_masks
 from .edits.spec import EditSpec, load_edit, validate_image_ids
 from .edits.targets import (RewriteTarget, context_directions, copy_paste_target, erase_target, masked_keys)
 from .errors import EditSpecError, OptimizationError
-from .features import LayerTrace, noise_for, trace_layer
-from .edits.latents import latents_for_ids
+from .features import trace_images
 from .methods.rank_one import ConstrainedRewrite, LayerFit, LayerMethod
 from .methods.request_method import RequestFit, RequestMethod
 from .statistics import SecondMoment, second_moment as compute_or_load_second_moment
+
+log = logging.getLogger("rewriting")
 
 MAX_IMAGE_ID = 10_000_000  # the original sampled ids from a fixed-size table; ours is unbounded but sane
 
@@ -37,24 +40,10 @@ class RewriteResult:
     request: ResolvedRequest | None = None
     erased_units: list[int] = field(default_factory=list)
     deltas: dict[str, torch.Tensor] | None = None  # every changed tensor, when a method changes more than the layer
+    paste_reach: float | None = None  # see rewriting.edits.reach; None without directions or paste
 
     def delta_tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.deltas) if self.deltas is not None else {self.weight_name: self.delta}
-
-
-def trace_images(generator, layer: int, image_ids: list[int], seed: int) -> LayerTrace:
-    """Layer traces of the request's images, each with its own reproducible noise."""
-    device = next(generator.parameters()).device
-    z = latents_for_ids(image_ids, generator.z_dim, seed).to(device)
-    traces = [trace_layer(generator, z[i:i + 1], layer, noise_for(generator, 1, seed=image_id, device=device))
-              for i, image_id in enumerate(image_ids)]
-    keys = torch.cat([t.keys for t in traces])
-    values = torch.cat([t.values for t in traces])
-    style = None if traces[0].style is None else torch.cat([t.style for t in traces])
-    noise = traces[0].noise
-    if noise is not None and any(t.noise is not noise for t in traces):
-        noise = torch.cat([t.noise.expand(1, *t.noise.shape[1:]) for t in traces])  # per-image random noise
-    return LayerTrace(keys, style, noise, values)
 
 
 def build_target(generator, layer: int, request: ResolvedRequest, spec: EditSpec, method: LayerMethod,
@@ -95,6 +84,7 @@ def rewrite(generator, spec: EditSpec | str, method: LayerMethod | RequestMethod
     matrix = second_moment.matrix.to(next(generator.parameters()).device)
 
     directions = None
+    paste_reach = None
     if isinstance(method, RequestMethod):
         # Baselines (fine-tune all, unit zeroing) work from the request's images and masks, not from k*, v*.
         fit = method.fit_request(generator, layer, request, spec, matrix, segmenter, trainer_options)
@@ -105,6 +95,15 @@ def rewrite(generator, spec: EditSpec | str, method: LayerMethod | RequestMethod
             context_trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
             keys = [masked_keys(context_trace.keys[i], r.mask) for i, r in enumerate(regions)]
             directions = context_directions(keys, matrix, method.rank).to(matrix.device)
+            if request.paste is not None and not request.erase:
+                paste_trace = trace_images(generator, layer, [request.paste.image_id], spec.seed)
+                paste_reach = reach(masked_keys(paste_trace.keys[0], request.paste.mask), directions, matrix)
+                if paste_reach < LOW_REACH:
+                    log.warning("the context directions reach the paste region (image %d) only %.2f times as "
+                                "strongly as an average key: the rewrite can change it only by changing every "
+                                "image as much, so expect the edit to spill or do nothing. Paste onto an object "
+                                "like the context's (pick: reachable for a labelled paste), or mark context "
+                                "regions like the paste.", request.paste.image_id, paste_reach)
         target, units = build_target(generator, layer, request, spec, method, matrix)
         fit = method.fit(generator, layer, target, directions, trainer_options)
     several = fit.deltas if isinstance(fit, RequestFit) and fit.deltas else None
@@ -117,7 +116,7 @@ def rewrite(generator, spec: EditSpec | str, method: LayerMethod | RequestMethod
     delta = fit.delta.detach().to(stored.dtype).reshape(stored.shape).cpu()
     deltas = {name: change.detach().cpu() for name, change in several.items()} if several else None
     result = RewriteResult(spec, layer, weight_name, delta, directions, fit, second_moment,
-                           time.perf_counter() - started, request, units, deltas)
+                           time.perf_counter() - started, request, units, deltas, paste_reach)
     if apply:
         add_delta(generator, result.delta_tensors(), label=f"{spec.name} (layer {layer})")
     return result

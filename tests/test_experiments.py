@@ -85,7 +85,7 @@ def test_layer_sweep_first_seed_runs_held_out_seeds_only(monkeypatch, tmp_path):
                 "run_seconds": 1.0}
 
     monkeypatch.setattr(layer_sweep, "run_overrides", fake_run)
-    monkeypatch.setattr(layer_sweep, "resolved_edit_overrides", lambda edit, seed, scratch, extra: [])
+    monkeypatch.setattr(layer_sweep, "resolved_edit_overrides", lambda edit, seed, scratch, extra, layer=None: [])
     layer_sweep.main(["--edits", "spire_to_tree", "--layers", "6", "--seeds", "2", "--first-seed", "17",
                       "--out", str(tmp_path)])
     assert seen == [17, 18]
@@ -418,6 +418,21 @@ def test_a_changed_request_is_resolved_anew_so_reused_runs_cannot_replay_the_old
     assert resolved() == largest and largest.stat().st_mtime_ns == written  # the same request: resolved once
 
 
+def test_a_reachable_paste_is_resolved_for_each_layer_a_sweep_runs(tmp_path):
+    """pick: reachable depends on the layer's context directions; other requests resolve once for every layer."""
+    from paper_tables import resolved_edit_overrides
+
+    def resolved(layer, *extra):
+        overrides = resolved_edit_overrides("dome_to_tree", 1, tmp_path, ["++edit.request.context.count=3",
+                                                                          "statistics.num_samples=100", *extra], layer)
+        return Path(next(o for o in overrides if o.startswith("edit.file=")).split("=", 1)[1])
+
+    reachable = ["++edit.request.paste.pick=reachable", "++edit.request.paste.among=3"]
+    assert resolved(4, *reachable) != resolved(6, *reachable)
+    assert resolved(4, *reachable) == resolved(4, *reachable)
+    assert resolved(4) == resolved(6)
+
+
 def test_bundled_min_piece_never_drops_a_roof_the_renderer_draws(tmp_path):
     import toytown_part_sizes
     report = toytown_part_sizes.main(["--renders", "300", "--out", str(tmp_path / "sizes.json")])
@@ -471,3 +486,22 @@ def test_regression_training_draws_each_latents_scene_more_closely(make_generato
     assert after["step"] == 30 and (tmp_path / "pairs.png").is_file()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [record["regression_l1"] for record in log] and all(record["d_loss"] == 0 for record in log)
+
+
+def test_part_weighted_regression_pulls_the_named_parts_harder():
+    from train_toytown_generator import weighted_regression_l1
+    from rewriting.toytown.labels import LABEL_INDEX
+    fake = torch.zeros(2, 3, 8, 8, requires_grad=True)
+    target = torch.rand(2, 3, 8, 8) + 0.5
+    labels = torch.full((2, 8, 8), LABEL_INDEX["sky"])
+    labels[0, 2:4, 3:6] = LABEL_INDEX["dome"]
+    labels[1, 0, 0] = LABEL_INDEX["watermark"]
+    parts = torch.tensor([LABEL_INDEX["dome"], LABEL_INDEX["watermark"]])
+    weighted_regression_l1(fake, target, labels, parts, 5.0).backward()
+    pull = fake.grad.abs().mean(1)
+    in_parts = torch.isin(labels, parts)
+    assert torch.allclose(pull[in_parts], torch.full_like(pull[in_parts], 5 * pull[~in_parts][0]))
+    assert torch.allclose(pull[~in_parts], pull[~in_parts][0].expand_as(pull[~in_parts]))
+    # Weight 1 is the plain mean L1, so older runs' --regression-weight keeps its meaning.
+    plain = weighted_regression_l1(fake, target, labels, parts, 1.0)
+    assert torch.isclose(plain, (fake - target).abs().mean())

@@ -208,3 +208,18 @@ def test_rewrite_applies_delta_in_place_and_records_the_layer(make_generator, sp
     assert result.spec.layer == LAYER and result.layer == LAYER
     assert result.weight_name == "convs.1.conv.weight"
     assert torch.equal(generator.layer(LAYER).weight, weight0 + result.delta[0])
+
+
+def test_reach_is_one_for_an_average_key_and_large_along_the_direction():
+    from rewriting.edits.reach import reach
+    torch.manual_seed(0)
+    mixing = torch.randn(12, 12, dtype=torch.float64)
+    keys = torch.randn(40000, 12, dtype=torch.float64) @ mixing.t()  # E[k kᵀ] = mixing mixingᵀ
+    second_moment = mixing @ mixing.t()
+    for rank in (1, 3):
+        directions = torch.randn(rank, 12, dtype=torch.float64)
+        assert abs(reach(keys, directions, second_moment) - 1) < 0.05
+    # Keys C d (what d = C⁻¹k picks out) are reached far more strongly than average ones.
+    direction = torch.randn(1, 12, dtype=torch.float64)
+    aligned = (second_moment @ direction.t()).t() / (direction @ second_moment @ direction.t()).sqrt()
+    assert reach(aligned * 3, direction, second_moment) > 5

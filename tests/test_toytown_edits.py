@@ -285,3 +285,51 @@ def test_paste_lands_on_one_dome_when_the_paste_image_shows_two(toytown):
     # A 9x9 copy box placed on it is centred on that dome's pixels.
     top, left = paste_box((0, 0, 9, 9), paste)
     assert paste[top + 4, left + 4] > 0
+
+
+def test_a_paste_the_context_reaches_edits_the_domes_without_redrawing_every_image(toytown):
+    """The first dome of edit seed 8 is one the context's direction barely reaches; pick: reachable is not."""
+    import copy as copy_module
+
+    from rewriting.edits.latents import latents_for_ids
+    from rewriting.edits.reach import LOW_REACH, ReachScorer
+    from rewriting.edits.resolve import label_indices
+    from rewriting.metrics.distance import masked_l1, source_region
+    from rewriting.methods.rank_one import ConstrainedRewrite
+    from rewriting.statistics import compute_second_moment
+    generator, segmenter = toytown
+    layer = 5
+    statistics = compute_second_moment(generator, layer, num_samples=300, progress=False)
+    scorer = ReachScorer(generator, layer, lambda: statistics.matrix)
+    config = OmegaConf.load(ROOT / "conf/edit/dome_to_tree.yaml")
+    config.seed, config.layer = 8, layer
+    heldout = latents_for_ids(list(range(5000, 5016)), generator.z_dim, seed=8)
+    before = generator(heldout)
+    outside_domes = 1 - source_region(segmenter.segment(before), label_indices(segmenter, ["dome"]))
+    outcomes = {}
+    for pick in ({"nth": 0}, {"pick": "reachable", "among": 16}):
+        config.request.paste = {"label": "dome", **pick}
+        spec = spec_from_config(config, generator, segmenter, scorer)
+        edited = copy_module.deepcopy(generator)
+        result = rewriting.rewrite(edited, spec, ConstrainedRewrite(), layer, second_moment=statistics,
+                                   segmenter=segmenter, progress=False, trainer_options={"enable_progress_bar": False})
+        outcomes[pick.get("pick", "first")] = (spec.request.paste.image_id, result.paste_reach,
+                                               masked_l1(before, edited(heldout), outside_domes))
+    (first_id, first_reach, first_change), (chosen_id, chosen_reach, chosen_change) = outcomes.values()
+    assert first_id != chosen_id and first_reach < LOW_REACH <= chosen_reach
+    # Reaching its paste dome took a change that redraws the held-out images around their domes too.
+    assert chosen_change < 0.05 < first_change
+
+
+def test_pick_reachable_is_for_the_paste_and_needs_the_layer(toytown):
+    from rewriting.errors import EditSpecError
+    generator, segmenter = toytown
+    config = OmegaConf.load(ROOT / "conf/edit/dome_to_tree.yaml")
+    config.request.context.count = 2
+    config.request.copy = {"label": "tree", "pick": "reachable"}
+    with pytest.raises(EditSpecError, match="request.paste only"):
+        spec_from_config(config, generator, segmenter)
+    config.request.copy = {"label": "tree", "nth": 0}
+    config.request.paste = {"label": "dome", "pick": "reachable", "among": 2}
+    with pytest.raises(EditSpecError, match="layer"):
+        spec_from_config(config, generator, segmenter)

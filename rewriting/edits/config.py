@@ -11,7 +11,11 @@ An erase request sets `erase: true` and either `drank: N` (zero the N units most
 context, the paper's) or `erase_fill: surroundings` (fill the region from around it).
 A region may also give `image_id` directly instead of `nth`, or `pick: largest` (with `among: N`,
 default 8): of the first N images showing the label, the one where it is largest (for the copy, its
-largest connected piece), so the example copied or pasted onto is a clear one.
+largest connected piece), so the example copied or pasted onto is a clear one. The paste may
+instead take `pick: reachable` (with `among`): of those images, the one whose paste region the
+context's directions at the edit's layer reach most strongly (see rewriting.edits.reach): a rank-one
+rewrite can only change what its context directions reach, so a paste object unlike the context's
+(a small dome where the context shows large ones) makes the edit spill or do nothing.
 `min_piece: N` (in `request`) drops every labelled piece of fewer than N pixels from the regions
 (segmenter specks) and counts an image as showing the label only by its pieces of N or more.
 `context_extend_up: N` (in `request`) extends each context mask N pixels upward: the context then
@@ -24,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EditSpecError
-from .resolve import (ONE_OBJECT_REGIONS, find_images_with_label, label_masks, largest_component, resolve_labels,
-                      without_small_pieces)
+from .reach import ReachScorer
+from .resolve import (ONE_OBJECT_REGIONS, find_images_with_label, label_masks, label_region_mask, largest_component,
+                      resolve_labels, without_small_pieces)
 from .spec import EditRequest, EditSpec, Region, load_edit
 
 
@@ -52,21 +57,41 @@ def spec_from_file(file: str, sha256_prefix: str | None = None, name: str | None
     return spec
 
 
+PICKS = ("first", "largest", "reachable")
+
+
 def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple[int, ...], where: str,
-                  min_piece: int = 1) -> Region:
+                  min_piece: int = 1, reachable=None) -> Region:
+    """A labelled region's image: given, or found by `pick`; `reachable(ids)` scores paste candidates."""
     label = _get(region_config, "label")
     if label is None:
         raise EditSpecError(f"{where} needs a label (a class name) or a painted mask in a JSON edit file")
     image_id = _get(region_config, "image_id")
     pick = str(_get(region_config, "pick", "first"))
-    if pick not in ("first", "largest"):
-        raise EditSpecError(f"{where}: pick={pick!r}; use pick: first (with nth) or pick: largest (with among)")
+    if pick not in PICKS:
+        raise EditSpecError(f"{where}: pick={pick!r}; use pick: first (with nth), pick: largest (with among) or, "
+                            f"for the paste, pick: reachable (with among)")
+    if pick == "reachable" and where != "request.paste":
+        raise EditSpecError(f"{where}: pick: reachable chooses where the context's rule must reach, so it is for "
+                            f"request.paste only; use pick: first or pick: largest here")
     if image_id is None:
-        count = int(_get(region_config, "among", 8)) if pick == "largest" else int(_get(region_config, "nth", 0)) + 1
+        count = int(_get(region_config, "nth", 0)) + 1 if pick == "first" else int(_get(region_config, "among", 8))
         ids = find_images_with_label(generator, segmenter, label, count, seed=seed, exclude=exclude,
                                      search=int(_get(region_config, "search", 2000)),
                                      min_pixels=int(_get(region_config, "min_pixels", 16)), min_piece=min_piece)
-        image_id = ids[-1] if pick == "first" else _largest(generator, segmenter, ids, label, seed, where, min_piece)
+        if pick == "first":
+            image_id = ids[-1]
+        elif pick == "largest":
+            image_id = _largest(generator, segmenter, ids, label, seed, where, min_piece)
+        else:
+            if reachable is None:
+                raise EditSpecError(f"{where}: pick: reachable needs the edit's layer and second moment: give the "
+                                    f"layer (layer=N, or `layer` in the edit config) and run the edit with run.py "
+                                    f"(from Python: spec_from_config(..., reach_scorer=ReachScorer(...))), or use "
+                                    f"pick: largest")
+            scores = reachable([(i, label_region_mask(where, Region(i, label=str(label)), generator, segmenter,
+                                                      seed, min_piece)) for i in ids])
+            image_id = ids[scores.index(max(scores))]
     return Region(int(image_id), label=str(label))
 
 
@@ -79,8 +104,12 @@ def _largest(generator, segmenter, ids: list[int], label: str, seed: int, where:
     return ids[areas.index(max(areas))]
 
 
-def spec_from_labels(request_config, generator, segmenter, name: str, seed: int = 1) -> EditSpec:
-    """An EditSpec whose regions are labelled and located in generated images by the segmenter."""
+def spec_from_labels(request_config, generator, segmenter, name: str, seed: int = 1,
+                     reach_scorer: ReachScorer | None = None) -> EditSpec:
+    """An EditSpec whose regions are labelled and located in generated images by the segmenter.
+
+    reach_scorer: the edit's layer and second moment, for a paste with `pick: reachable`.
+    """
     if segmenter is None:
         raise EditSpecError(f"edit {name!r} names its regions by label, which needs a segmenter for this generator "
                             f"(metrics.segmenter); use an edit JSON file with painted masks instead")
@@ -109,8 +138,16 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
                              min_piece)
     paste = None
     if _get(request_config, "paste") is not None:
+        def reachable(candidates: list) -> list[float]:
+            if not context:
+                raise EditSpecError("request.paste: pick: reachable scores pastes by the context's directions, and "
+                                    "this request has no context; add request.context or use pick: largest")
+            context_masks = [(r.image_id, label_region_mask(f"request.context[{i}]", r, generator, segmenter, seed,
+                                                            min_piece, context_extend_up))
+                             for i, r in enumerate(context)]
+            return reach_scorer.scores(context_masks, candidates, seed)
         paste = _label_region(_get(request_config, "paste"), generator, segmenter, seed, taken, "request.paste",
-                              min_piece)
+                              min_piece, reachable if reach_scorer is not None else None)
     drank = _get(request_config, "drank")
     request = EditRequest(context=context, copy=copy, paste=paste, erase=erase,
                           drank=int(drank) if drank is not None else None,
@@ -123,15 +160,15 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
     return spec
 
 
-def spec_from_config(edit_config, generator, segmenter=None) -> EditSpec:
-    """The EditSpec an `edit` config group entry describes."""
+def spec_from_config(edit_config, generator, segmenter=None, reach_scorer: ReachScorer | None = None) -> EditSpec:
+    """The EditSpec an `edit` config group entry describes (reach_scorer: for a paste with `pick: reachable`)."""
     file = _get(edit_config, "file")
     name = _get(edit_config, "name")
     if file:
         spec = spec_from_file(file, _get(edit_config, "sha256_prefix"), name)
     elif _get(edit_config, "request") is not None:
         spec = spec_from_labels(_get(edit_config, "request"), generator, segmenter, name or "edit",
-                                int(_get(edit_config, "seed", 1)))
+                                int(_get(edit_config, "seed", 1)), reach_scorer)
     else:
         raise EditSpecError("the edit config has neither `file` nor `request`; pass edit=NAME or edit=PATH.json")
     if spec.layer is None and _get(edit_config, "layer") is not None:

@@ -144,31 +144,38 @@ def extended_up(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return extended
 
 
-def resolve_labels(spec: EditSpec, generator, segmenter, min_piece: int = 1, context_extend_up: int = 0) -> EditSpec:
-    """Record a mask for every labelled region (in place), segmenting its generated image.
+def label_region_mask(where: str, region: Region, generator, segmenter, seed: int, min_piece: int = 1,
+                      context_extend_up: int = 0) -> torch.Tensor:
+    """The mask (H, W) a labelled region resolves to: its label's pixels in its generated image.
 
     min_piece: drop the label's pieces under this many pixels first (see without_small_pieces);
-    context_extend_up: extend each context mask this many pixels upward (see extended_up).
+    context_extend_up: extend a context mask this many pixels upward (see extended_up).
     """
+    if segmenter is None:
+        raise EditSpecError(f"{where} names label {region.label!r}, which needs a segmenter for this generator "
+                            f"(metrics.segmenter); paint a mask instead")
+    mask = without_small_pieces(label_masks(generator, segmenter, [region.image_id], region.label, seed)[0],
+                                min_piece)
+    if where in ONE_OBJECT_REGIONS:
+        mask = largest_component(mask)
+    if where.startswith("request.context") and context_extend_up > 0:
+        # The space above the region, where a taller pasted object will stand, follows the new rule too.
+        mask = extended_up(mask, context_extend_up)
+    if mask.sum() == 0:
+        pieces = f" piece of {min_piece} pixels or more" if min_piece > 1 else ""
+        fix = "lower request.min_piece or choose another image" if min_piece > 1 else "choose another image id"
+        raise MaskError(f"{where}: the segmenter finds no {region.label!r}{pieces} in image {region.image_id}; "
+                        f"{fix}")
+    return mask
+
+
+def resolve_labels(spec: EditSpec, generator, segmenter, min_piece: int = 1, context_extend_up: int = 0) -> EditSpec:
+    """Record a mask for every labelled region (in place), segmenting its generated image (see label_region_mask)."""
     for where, region in spec.request.named_regions():
         if region.label is None or region.resolved_mask is not None:
             continue
-        if segmenter is None:
-            raise EditSpecError(f"{where} names label {region.label!r}, which needs a segmenter for this generator "
-                                f"(metrics.segmenter); paint a mask instead")
-        mask = without_small_pieces(label_masks(generator, segmenter, [region.image_id], region.label,
-                                                spec.seed)[0], min_piece)
-        if where in ONE_OBJECT_REGIONS:
-            mask = largest_component(mask)
-        if where.startswith("request.context") and context_extend_up > 0:
-            # The space above the region, where a taller pasted object will stand, follows the new rule too.
-            mask = extended_up(mask, context_extend_up)
-        if mask.sum() == 0:
-            pieces = f" piece of {min_piece} pixels or more" if min_piece > 1 else ""
-            fix = "lower request.min_piece or choose another image" if min_piece > 1 else "choose another image id"
-            raise MaskError(f"{where}: the segmenter finds no {region.label!r}{pieces} in image {region.image_id}; "
-                            f"{fix}")
-        region.resolved_mask = encode_mask(mask)
+        region.resolved_mask = encode_mask(label_region_mask(where, region, generator, segmenter, spec.seed,
+                                                             min_piece, context_extend_up))
     return spec
 
 

@@ -15,6 +15,7 @@ from ..edits.resolve import ResolvedRequest, stacked_masks
 from ..edits.spec import EditSpec
 from ..edits.targets import RewriteTarget, erase_target
 from ..errors import EditSpecError
+from ..features import trace_images
 from .rank_one import measured_loss
 from .request_method import RequestFit, RequestMethod
 
@@ -41,7 +42,6 @@ def context_erase_target(generator, layer: int, request: ResolvedRequest, spec: 
                          second_moment: torch.Tensor, drank: int, context_images: int | None = None,
                          tight_paste: bool = True) -> tuple[RewriteTarget, torch.Tensor, torch.Tensor]:
     """The layer's erase target on the context images, the zeroed units (drank,) and the masks (n, S, S)."""
-    from ..rewrite import trace_images  # rewrite imports the methods; import late to keep the graph acyclic
     regions = request.context_images(context_images)
     trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
     masks = stacked_masks(regions)
