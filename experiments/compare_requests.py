@@ -25,22 +25,24 @@ UNDESIRED_BAR = 0.05  # masked L1 (images in [0, 1]): the issue's bar for spire_
 TIE = 0.01
 
 
-def seed_rows(folder: Path, layer: int) -> dict[int, dict]:
-    """Seed -> its run's row at `layer` in folder/runs.csv."""
+def seed_rows(folder: Path, layer: int, seeds: tuple[int, int] | None = None) -> dict[int, dict]:
+    """Seed -> its run's row at `layer` in folder/runs.csv (only seeds FIRST..LAST when given)."""
     with open(folder / "runs.csv", newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["layer"]) == layer]
+        rows = [row for row in csv.DictReader(handle) if int(row["layer"]) == layer
+                and (seeds is None or seeds[0] <= int(row["seed"]) <= seeds[1])]
     if not rows:
         raise SystemExit(f"{folder / 'runs.csv'} has no run at layer {layer}; sweep that layer or pass --layer")
     return {int(row["seed"]): row for row in rows}
 
 
-def summarize(folders: list[Path], layers: list[int], baseline: Path, chosen_on: tuple[int, int]) -> dict:
+def summarize(folders: list[Path], layers: list[int], baseline: Path, chosen_on: tuple[int, int],
+              seeds: tuple[int, int] | None = None) -> dict:
     """Per folder: per-seed success, means (all / held-out seeds), bar count, worst L1, paired comparison.
 
-    layers: one per folder, or one for all.
+    layers: one per folder, or one for all; seeds: compare only seeds FIRST..LAST of every folder.
     """
     layers = layers * len(folders) if len(layers) == 1 else layers
-    runs = {folder: seed_rows(folder, layer) for folder, layer in zip(folders, layers)}
+    runs = {folder: seed_rows(folder, layer, seeds) for folder, layer in zip(folders, layers)}
     base = runs[baseline]
     summary = {}
     for folder, rows in runs.items():
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--baseline", type=Path, required=True, help="one of the folders")
     parser.add_argument("--chosen-on", type=int, nargs=2, default=(0, -1), metavar=("FIRST", "LAST"),
                         help="seeds the choice was made on (the rest are held out); default: none")
+    parser.add_argument("--seeds", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                        help="compare only these seeds of every folder (folders swept over different seeds)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.baseline not in args.folders:
@@ -88,9 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
               "command": "python experiments/compare_requests.py " + " ".join(map(str, args.folders))
                          + f" --layer {' '.join(map(str, args.layer))} --baseline {args.baseline}"
                          + f" --chosen-on {args.chosen_on[0]} {args.chosen_on[1]}"
+                         + (f" --seeds {args.seeds[0]} {args.seeds[1]}" if args.seeds else "")
                          + (f" --out {args.out}" if args.out else ""),
               "success_bar": SUCCESS_BAR, "undesired_bar": UNDESIRED_BAR, "chosen_on_seeds": list(args.chosen_on),
-              "requests": summarize(args.folders, args.layer, args.baseline, tuple(args.chosen_on))}
+              "requests": summarize(args.folders, args.layer, args.baseline, tuple(args.chosen_on),
+                                    tuple(args.seeds) if args.seeds else None)}
     if len(args.layer) > 1:
         for folder, folder_layer in zip(args.folders, args.layer):
             result["requests"][folder.name]["layer"] = folder_layer

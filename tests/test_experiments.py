@@ -399,6 +399,11 @@ def test_compare_requests_judges_a_request_on_the_seeds_it_was_not_chosen_on(tmp
     assert own_layers["requests"]["largest"]["layer"] == 7
     assert own_layers["requests"]["largest"]["mean_edit_success"] == 0.0
     assert own_layers["requests"]["first"]["mean_edit_success"] == pytest.approx(1.3 / 5)
+    # --seeds: a sweep of seeds 1-6 read beside one of seeds 1-5, on the seeds they share.
+    shared = compare_requests.main([str(first), str(spilling), "--layer", "6", "--baseline", str(first),
+                                    "--seeds", "3", "6"])
+    assert shared["requests"]["spilling"]["seeds"] == 4 and shared["requests"]["first"]["seeds"] == 3
+    assert shared["requests"]["spilling"]["mean_edit_success"] == pytest.approx((0.2 + 0.1 + 0.7 + 0.95) / 4)
 
 
 def test_a_changed_request_is_resolved_anew_so_reused_runs_cannot_replay_the_old_one(tmp_path):
