@@ -435,7 +435,7 @@ def test_a_reachable_paste_is_resolved_for_each_layer_a_sweep_runs(tmp_path):
     reachable = ["++edit.request.paste.pick=reachable", "++edit.request.paste.among=3"]
     assert resolved(4, *reachable) != resolved(6, *reachable)
     assert resolved(4, *reachable) == resolved(4, *reachable)
-    assert resolved(4) == resolved(6)
+    assert resolved(4, "++edit.request.paste.pick=largest") == resolved(6, "++edit.request.paste.pick=largest")
 
 
 def test_bundled_min_piece_never_drops_a_roof_the_renderer_draws(tmp_path):

@@ -175,10 +175,11 @@ def test_context_extend_up_covers_the_sky_above_each_context_dome_and_replays(to
         rows = mask.any(dim=1).nonzero()[:, 0]
         dome_rows = dome.any(dim=1).nonzero()[:, 0]
         assert rows[0] == max(dome_rows[0] - extend, 0) and rows[-1] == dome_rows[-1]  # only upward
-    # The paste region stays the dome itself: the anchor stands the spire on it.
+    # The paste region stays one dome itself, not extended: the anchor stands the spire on it.
+    from rewriting.edits.resolve import largest_component
     paste = spec.request.paste
-    assert torch.equal(paste.load_mask(), without_small_pieces(
-        label_masks(generator, segmenter, [paste.image_id], "dome", spec.seed)[0], 32))
+    assert torch.equal(paste.load_mask(), largest_component(without_small_pieces(
+        label_masks(generator, segmenter, [paste.image_id], "dome", spec.seed)[0], 32)))
     config.request.context_extend_up = -1
     with pytest.raises(rewriting.errors.EditSpecError, match="context_extend_up=-1"):
         spec_from_config(config, generator, segmenter)
@@ -331,5 +332,6 @@ def test_pick_reachable_is_for_the_paste_and_needs_the_layer(toytown):
         spec_from_config(config, generator, segmenter)
     config.request.copy = {"label": "tree", "nth": 0}
     config.request.paste = {"label": "dome", "pick": "reachable", "among": 2}
+    config.layer = None  # with no layer there are no context directions to score pastes by
     with pytest.raises(EditSpecError, match="layer"):
         spec_from_config(config, generator, segmenter)

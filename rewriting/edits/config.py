@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EditSpecError
-from .reach import ReachScorer
+from .reach import ReachScorer, default_reach_scorer
 from .resolve import (ONE_OBJECT_REGIONS, find_images_with_label, label_masks, label_region_mask, largest_component,
                       resolve_labels, without_small_pieces)
 from .spec import EditRequest, EditSpec, Region, load_edit
@@ -161,12 +161,18 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
 
 
 def spec_from_config(edit_config, generator, segmenter=None, reach_scorer: ReachScorer | None = None) -> EditSpec:
-    """The EditSpec an `edit` config group entry describes (reach_scorer: for a paste with `pick: reachable`)."""
+    """The EditSpec an `edit` config group entry describes.
+
+    reach_scorer: for a paste with `pick: reachable` (default: the edit config's layer, default statistics).
+    """
     file = _get(edit_config, "file")
     name = _get(edit_config, "name")
     if file:
         spec = spec_from_file(file, _get(edit_config, "sha256_prefix"), name)
     elif _get(edit_config, "request") is not None:
+        if reach_scorer is None and generator is not None and _get(edit_config, "layer") is not None:
+            # From Python, a `pick: reachable` paste scores by the edit's own layer and the default statistics.
+            reach_scorer = default_reach_scorer(generator, int(_get(edit_config, "layer")))
         spec = spec_from_labels(_get(edit_config, "request"), generator, segmenter, name or "edit",
                                 int(_get(edit_config, "seed", 1)), reach_scorer)
     else:

@@ -44,16 +44,20 @@ class ReachScorer:
     second_moment: Callable[[], torch.Tensor]  # (in, in); called only when a score is needed
     rank: int = 1
 
-    def directions(self, context: Sequence[tuple[int, torch.Tensor]], seed: int) -> torch.Tensor:
-        """Context directions (rank, in) of (image id, mask (H, W)) pairs, as the rewrite computes them."""
-        trace = trace_images(self.generator, self.layer, [image_id for image_id, _ in context], seed)
-        keys = [masked_keys(trace.keys[i], mask) for i, (_, mask) in enumerate(context)]
-        return context_directions(keys, self.second_moment(), self.rank)
-
     def scores(self, context: Sequence[tuple[int, torch.Tensor]], candidates: Sequence[tuple[int, torch.Tensor]],
                seed: int) -> list[float]:
-        """Reach of each candidate (image id, mask) along the context's directions."""
-        directions = self.directions(context, seed)
+        """Reach of each candidate (image id, mask (H, W)) along the context's directions, as the rewrite computes them."""
+        second_moment = self.second_moment()
+        trace = trace_images(self.generator, self.layer, [image_id for image_id, _ in context], seed)
+        keys = [masked_keys(trace.keys[i], mask) for i, (_, mask) in enumerate(context)]
+        directions = context_directions(keys, second_moment, self.rank)
         trace = trace_images(self.generator, self.layer, [image_id for image_id, _ in candidates], seed)
-        return [reach(masked_keys(trace.keys[i], mask), directions, self.second_moment())
+        return [reach(masked_keys(trace.keys[i], mask), directions, second_moment)
                 for i, (_, mask) in enumerate(candidates)]
+
+
+def default_reach_scorer(generator, layer: int, rank: int = 1) -> ReachScorer:
+    """A scorer with the default second moment at `layer` (run.py's defaults: 1,000 samples, seed 0, cached)."""
+    from ..statistics import second_moment
+    device = next(generator.parameters()).device
+    return ReachScorer(generator, layer, lambda: second_moment(generator, layer, progress=False).matrix.to(device), rank)
