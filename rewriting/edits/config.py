@@ -62,7 +62,7 @@ PICKS = ("first", "largest", "reachable")
 
 def _label_region(region_config, generator, segmenter, seed: int, exclude: tuple[int, ...], where: str,
                   min_piece: int = 1, reachable=None) -> Region:
-    """A labelled region's image: given, or found by `pick`; `reachable(ids)` scores paste candidates."""
+    """A labelled region's image: given, or found by `pick`; `reachable` scores (image id, mask) paste candidates."""
     label = _get(region_config, "label")
     if label is None:
         raise EditSpecError(f"{where} needs a label (a class name) or a painted mask in a JSON edit file")
