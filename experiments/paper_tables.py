@@ -90,7 +90,7 @@ def resolved_edit_overrides(edit: str, seed: int, scratch: Path, extra: Sequence
     layer_override = [f"layer={layer}"] if layer is not None else []
     cfg = compose_config([f"edit={edit}", *seed_overrides(seed), *layer_override, *experiment_overrides(scratch, 0),
                           *extra])
-    reachable = str((cfg.edit.get("request") or {}).get("paste", {}).get("pick", "")) == "reachable"
+    reachable = str(((cfg.edit.get("request") or {}).get("paste") or {}).get("pick", "")) == "reachable"
     depends_on = [("edit", cfg.edit), ("generator", cfg.generator), ("segmenter", cfg.metrics.get("segmenter"))]
     if reachable:
         depends_on += [("layer", cfg.layer if cfg.layer is not None else cfg.edit.get("layer")),

@@ -155,7 +155,7 @@ def reach_scorer_for(cfg: DictConfig, generator, method, statistics_at) -> Reach
     generator.layer(layer)  # an unknown layer fails here, with the valid range
     device = next(generator.parameters()).device
     return ReachScorer(generator, layer, lambda: statistics_at(layer).matrix.to(device),
-                       int(getattr(method, "rank", 1)))
+                       int(getattr(method, "rank", 1)), getattr(method, "context_images", None))
 
 
 def run(cfg: DictConfig) -> dict:

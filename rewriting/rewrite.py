@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .deltas import add_delta
-from .edits.reach import LOW_REACH, reach
+from .edits.reach import LOW_REACH, region_directions, region_reach
 from .edits.resolve import ResolvedRequest, resolve_request, stacked_masks
 from .edits.spec import EditSpec, load_edit, validate_image_ids
-from .edits.targets import (RewriteTarget, context_directions, copy_paste_target, erase_target, masked_keys)
+from .edits.targets import RewriteTarget, copy_paste_target, erase_target
 from .errors import EditSpecError, OptimizationError
 from .features import trace_images
 from .methods.rank_one import ConstrainedRewrite, LayerFit, LayerMethod
@@ -91,13 +91,11 @@ def rewrite(generator, spec: EditSpec | str, method: LayerMethod | RequestMethod
         units = fit.units
     else:
         if method.uses_directions:
-            regions = request.context_images(method.context_images)
-            context_trace = trace_images(generator, layer, [r.image_id for r in regions], spec.seed)
-            keys = [masked_keys(context_trace.keys[i], r.mask) for i, r in enumerate(regions)]
-            directions = context_directions(keys, matrix, method.rank).to(matrix.device)
+            regions = [(r.image_id, r.mask) for r in request.context_images(method.context_images)]
+            directions = region_directions(generator, layer, regions, spec.seed, matrix, method.rank).to(matrix.device)
             if request.paste is not None and not request.erase:
-                paste_trace = trace_images(generator, layer, [request.paste.image_id], spec.seed)
-                paste_reach = reach(masked_keys(paste_trace.keys[0], request.paste.mask), directions, matrix)
+                paste_reach = region_reach(generator, layer, request.paste.image_id, request.paste.mask, spec.seed,
+                                           directions, matrix)
                 if paste_reach < LOW_REACH:
                     log.warning("the context directions reach the paste region (image %d) only %.2f times as "
                                 "strongly as an average key: the rewrite can change it only by changing every "

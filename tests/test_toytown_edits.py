@@ -316,6 +316,10 @@ def test_a_paste_the_context_reaches_edits_the_domes_without_redrawing_every_ima
                                    segmenter=segmenter, progress=False, trainer_options={"enable_progress_bar": False})
         outcomes[pick.get("pick", "first")] = (spec.request.paste.image_id, result.paste_reach,
                                                masked_l1(before, edited(heldout), outside_domes))
+        # What pick: reachable maximised is what the run reports.
+        request = result.request
+        assert scorer.scores([(r.image_id, r.mask) for r in request.context],
+                             [(request.paste.image_id, request.paste.mask)], 8)[0] == pytest.approx(result.paste_reach)
     (first_id, first_reach, first_change), (chosen_id, chosen_reach, chosen_change) = outcomes.values()
     assert first_id != chosen_id and first_reach < LOW_REACH <= chosen_reach
     # Reaching its paste dome took a change that redraws the held-out images around their domes too.

@@ -36,6 +36,21 @@ def reach(keys: torch.Tensor, directions: torch.Tensor, second_moment: torch.Ten
     return float(energy.mean() / directions.shape[0])
 
 
+def region_directions(generator, layer: int, regions: Sequence[tuple[int, torch.Tensor]], seed: int,
+                      second_moment: torch.Tensor, rank: int) -> torch.Tensor:
+    """Context directions (rank, in) of (image id, mask (H, W)) regions: what the rewrite and the scorer both use."""
+    trace = trace_images(generator, layer, [image_id for image_id, _ in regions], seed)
+    keys = [masked_keys(trace.keys[i], mask) for i, (_, mask) in enumerate(regions)]
+    return context_directions(keys, second_moment, rank)
+
+
+def region_reach(generator, layer: int, image_id: int, mask: torch.Tensor, seed: int, directions: torch.Tensor,
+                 second_moment: torch.Tensor) -> float:
+    """Reach of one image's region (mask (H, W)) along directions (r, in)."""
+    keys = trace_images(generator, layer, [image_id], seed).keys[0]
+    return reach(masked_keys(keys, mask), directions, second_moment)
+
+
 @dataclass
 class ReachScorer:
     """Scores candidate regions by how strongly the context directions at `layer` reach them."""
@@ -43,17 +58,16 @@ class ReachScorer:
     layer: int
     second_moment: Callable[[], torch.Tensor]  # (in, in); called only when a score is needed
     rank: int = 1
+    context_images: int | None = None  # the method's limit on context images (None: all)
 
     def scores(self, context: Sequence[tuple[int, torch.Tensor]], candidates: Sequence[tuple[int, torch.Tensor]],
                seed: int) -> list[float]:
         """Reach of each candidate (image id, mask (H, W)) along the context's directions, as the rewrite computes them."""
         second_moment = self.second_moment()
-        trace = trace_images(self.generator, self.layer, [image_id for image_id, _ in context], seed)
-        keys = [masked_keys(trace.keys[i], mask) for i, (_, mask) in enumerate(context)]
-        directions = context_directions(keys, second_moment, self.rank)
-        trace = trace_images(self.generator, self.layer, [image_id for image_id, _ in candidates], seed)
-        return [reach(masked_keys(trace.keys[i], mask), directions, second_moment)
-                for i, (_, mask) in enumerate(candidates)]
+        context = context[:self.context_images] if self.context_images else context
+        directions = region_directions(self.generator, self.layer, context, seed, second_moment, self.rank)
+        return [region_reach(self.generator, self.layer, image_id, mask, seed, directions, second_moment)
+                for image_id, mask in candidates]
 
 
 def default_reach_scorer(generator, layer: int, rank: int = 1) -> ReachScorer:
