@@ -33,6 +33,10 @@ kind, a window count), which an adversarial fine-tune can then sharpen.
 sharpening drops the parts whose shares it gets wrong (domes become flat roofs, watermarks fade),
 and this holds exactly those parts to each latent's scene while the rest of the image is left to
 the adversarial loss.
+`--label-weight L` adds the shipped segmenter's cross-entropy between the generator's image for z
+and the labels of z's scene: where pixel L1 only asks for the target's colours (and a blurred
+average satisfies it), this asks for each part to be drawn so that it reads as that part, at its
+place -- a dome where the scene has a dome -- which is what the share bars count.
 """
 from __future__ import annotations
 
@@ -124,11 +128,13 @@ def parse_args() -> argparse.Namespace:
                              "target labels as one of --part-regression-labels")
     parser.add_argument("--part-regression-labels", default="spire,dome,flat_roof,watermark",
                         help="comma-separated Toytown labels weighted by --part-regression-weight")
+    parser.add_argument("--label-weight", type=float, default=0.0,
+                        help="weight of the segmenter cross-entropy to the labels of each latent's scene")
     args = parser.parse_args()
     unknown = [name for name in args.part_regression_labels.split(",") if name and name not in LABEL_INDEX]
     if unknown:
         parser.error(f"--part-regression-labels: unknown label(s) {unknown}; Toytown labels are {sorted(LABEL_INDEX)}")
-    if args.objective == "regression" and args.regression_weight == 0:
+    if args.objective == "regression" and args.regression_weight == 0 and args.label_weight == 0:
         args.regression_weight = 1.0
     return args
 
@@ -199,7 +205,7 @@ def main() -> None:
     else:
         generator = StyleGAN2Generator(64, style_dim=args.style_dim, n_mlp=args.n_mlp,
                                        channels=GENERATOR_CHANNELS, lr_mlp=args.lr_mlp)
-    if args.regression_weight > 0 and generator.z_dim < LATENT_DIM:
+    if (args.regression_weight > 0 or args.label_weight > 0) and generator.z_dim < LATENT_DIM:
         raise SystemExit(f"Regression needs a generator whose z has at least {LATENT_DIM} coordinates (one per "
                          f"random draw of a scene); this one has {generator.z_dim}. Use --style-dim {LATENT_DIM} or more.")
     discriminator = Discriminator(64, DISCRIMINATOR_CHANNELS)
@@ -254,8 +260,9 @@ def main() -> None:
     share_parts = torch.tensor([LABEL_INDEX[part] for part in SHARE_PARTS], device=device)
     regression_parts = torch.tensor([LABEL_INDEX[name] for name in args.part_regression_labels.split(",") if name],
                                     dtype=torch.long, device=device)
-    if args.share_weight > 0:
+    if args.share_weight > 0 or args.label_weight > 0:
         segmenter = load_segmenter(device=device).eval().requires_grad_(False)
+    if args.share_weight > 0:
         # Target shares from training seeds (disjoint from the evaluation's seeds 0..1999).
         target_seeds = list(range(seed_base - args.share_target_images, seed_base))
         target_shares = rendered_part_shares(segmenter, target_seeds, device, share_parts)
@@ -310,9 +317,15 @@ def main() -> None:
         fake = generator(z, noise=noise)
         g_loss = F.softplus(-discriminator(fake)).mean() if adversarial else torch.zeros((), device=device)
         regression_loss = torch.zeros((), device=device)
-        if args.regression_weight > 0:
+        label_loss = torch.zeros((), device=device)
+        logits = None
+        if args.regression_weight > 0 or args.label_weight > 0:
             target, target_labels = render_latents(z, size=64, device=render_device)
             target, target_labels = target.to(device), target_labels.to(device)
+        if args.label_weight > 0:
+            logits = segmenter(fake)
+            label_loss = F.cross_entropy(logits, target_labels)
+        if args.regression_weight > 0:
             regression_loss = weighted_regression_l1(fake, target, target_labels, regression_parts,
                                                      args.part_regression_weight)
             with torch.no_grad():
@@ -326,7 +339,7 @@ def main() -> None:
             anchor_loss = (fake - anchor_images).abs().mean()
         share_loss = torch.zeros((), device=device)
         if args.share_weight > 0:
-            logits = segmenter(fake)
+            logits = segmenter(fake) if logits is None else logits
             with torch.no_grad():
                 running_shares.lerp_(part_shares(logits.argmax(1), share_parts), 0.05)
             # The error comes from the evaluation's own hard count (averaged over recent batches);
@@ -335,7 +348,7 @@ def main() -> None:
             share_loss = ((running_shares - target_shares) * presence.mean(0)).sum()
         g_optim.zero_grad(set_to_none=True)
         (g_loss + args.share_weight * share_loss + args.anchor_weight * anchor_loss
-         + args.regression_weight * regression_loss).backward()
+         + args.regression_weight * regression_loss + args.label_weight * label_loss).backward()
         g_optim.step()
 
         with torch.no_grad():
@@ -351,6 +364,8 @@ def main() -> None:
             if args.regression_weight > 0:
                 record["regression_l1"] = round(plain_l1.item(), 4)
                 record["part_regression_l1"] = round(part_l1.item(), 4)
+            if args.label_weight > 0:
+                record["label_cross_entropy"] = round(label_loss.item(), 4)
             if anchor is not None:
                 record["anchor_l1"] = round(anchor_loss.item(), 4)
             if args.share_weight > 0:

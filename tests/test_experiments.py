@@ -470,18 +470,24 @@ def test_window_pieces_tell_a_window_grid_from_specks():
     assert speckled["share_of_window_pixels_in_window_sized_pieces"] < 0.1
 
 
-def test_regression_training_draws_each_latents_scene_more_closely(make_generator, tmp_path):
+def _train_tiny_regression_generator(make_generator, tmp_path, *options: str) -> tuple[Path, Path]:
+    """Save a tiny 64-px generator as start/ and train it 30 steps without a discriminator: (start, out)."""
     from rewriting.models.checkpoints import save_stylegan2
     start = tmp_path / "start"
     start.mkdir()
     save_stylegan2(make_generator(size=64, style_dim=128, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}),
                    start / "generator_ema.pt")
     out = tmp_path / "out"
-    command = [sys.executable, "experiments/train_toytown_generator.py", "--objective", "regression",
+    command = [sys.executable, "experiments/train_toytown_generator.py", "--objective", "regression", *options,
                "--resume", str(start), "--out", str(out), "--device", "cpu", "--threads", "1", "--batch", "8",
                "--max-steps", "30", "--minutes", "5", "--lr", "0.01", "--ema-kimg", "0.001", "--log-every", "10"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    return start, out
+
+
+def test_regression_training_draws_each_latents_scene_more_closely(make_generator, tmp_path):
+    start, out = _train_tiny_regression_generator(make_generator, tmp_path)
     import toytown_regression_progress
     report = toytown_regression_progress.main([str(start / "generator_ema.pt"), str(out / "generator_ema.pt"),
                                                "--samples", "32", "--out", str(tmp_path / "progress.json"),
@@ -510,3 +516,26 @@ def test_part_weighted_regression_pulls_the_named_parts_harder():
     # Weight 1 is the plain mean L1, so older runs' --regression-weight keeps its meaning.
     plain = weighted_regression_l1(fake, target, labels, parts, 1.0)
     assert torch.isclose(plain, (fake - target).abs().mean())
+
+
+def test_label_loss_teaches_the_generator_to_draw_what_the_segmenter_reads_as_each_latents_scene(
+        make_generator, tmp_path):
+    import torch.nn.functional as F
+    from rewriting.models.checkpoints import read_checkpoint, stylegan2_from_checkpoint
+    from rewriting.toytown.latent_scenes import render_latents
+    from rewriting.toytown.segmenter import load_segmenter
+    # No pixel regression: only the segmenter's cross-entropy to each latent's scene labels.
+    start, out = _train_tiny_regression_generator(make_generator, tmp_path, "--label-weight", "1")
+    segmenter = load_segmenter()
+    z = torch.randn(32, 128, generator=torch.Generator().manual_seed(7))
+    _, scene_labels = render_latents(z, size=64)
+
+    def cross_entropy(path):
+        generator = stylegan2_from_checkpoint(read_checkpoint(path)).eval()
+        generator.noise_mode = "fixed"
+        with torch.no_grad():
+            return F.cross_entropy(segmenter(generator(z)), scene_labels).item()
+
+    assert cross_entropy(out / "generator_ema.pt") < 0.7 * cross_entropy(start / "generator_ema.pt")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log and all("label_cross_entropy" in record and "regression_l1" not in record for record in log)
