@@ -539,3 +539,18 @@ def test_label_loss_teaches_the_generator_to_draw_what_the_segmenter_reads_as_ea
     assert cross_entropy(out / "generator_ema.pt") < 0.7 * cross_entropy(start / "generator_ema.pt")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log and all("label_cross_entropy" in record and "regression_l1" not in record for record in log)
+
+
+def test_scene_agreement_tells_a_generator_that_follows_its_latents_from_one_that_ignores_them():
+    from toytown_regression_progress import scene_agreement
+    from rewriting.toytown.latent_scenes import render_latents
+    from rewriting.toytown.labels import LABEL_INDEX
+    _, scene_labels = render_latents(torch.randn(64, 128, generator=torch.Generator().manual_seed(3)), size=64)
+    following = scene_agreement(scene_labels, scene_labels)
+    assert all(following[part] == {"shown_when_scene_has_it": 1.0, "shown_when_scene_lacks_it": 0.0}
+               for part in ("spire", "dome", "flat_roof", "tree"))
+    # Draw the same dome on every image, whatever its scene: shown as often with the dome as without.
+    ignoring = scene_labels.clone()
+    ignoring[:, 10:20, 20:30] = LABEL_INDEX["dome"]
+    assert scene_agreement(scene_labels, ignoring)["dome"] == {"shown_when_scene_has_it": 1.0,
+                                                               "shown_when_scene_lacks_it": 1.0}

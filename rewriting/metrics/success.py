@@ -85,14 +85,19 @@ def erase_success_per_sample(
 PRESENCE_MIN_PIXELS = 4  # a sample shows a part when more than this many of its pixels carry the label
 
 
-def label_presence_counts(labels: torch.Tensor, num_labels: int, min_pixels: int = PRESENCE_MIN_PIXELS) -> torch.Tensor:
-    """Labels (N, H, W) -> int64 (num_labels,): how many samples show each label on more than min_pixels pixels."""
+def shows_labels(labels: torch.Tensor, num_labels: int, min_pixels: int = PRESENCE_MIN_PIXELS) -> torch.Tensor:
+    """Labels (N, H, W) -> bool (N, num_labels): whether each sample shows each label on more than min_pixels pixels."""
     flat = labels.reshape(labels.shape[0], -1).long()
     if flat.numel() and (flat.min() < 0 or flat.max() >= num_labels):
         raise ValueError(f"labels must lie in 0..{num_labels - 1}; got {int(flat.min())}..{int(flat.max())}")
     pixels = torch.zeros(flat.shape[0], num_labels, dtype=torch.long, device=labels.device)
     pixels.scatter_add_(1, flat, torch.ones_like(flat))
-    return (pixels > min_pixels).sum(0)
+    return pixels > min_pixels
+
+
+def label_presence_counts(labels: torch.Tensor, num_labels: int, min_pixels: int = PRESENCE_MIN_PIXELS) -> torch.Tensor:
+    """Labels (N, H, W) -> int64 (num_labels,): how many samples show each label on more than min_pixels pixels."""
+    return shows_labels(labels, num_labels, min_pixels).sum(0)
 
 
 def label_presence(labels: torch.Tensor, names: Sequence[str], min_pixels: int = PRESENCE_MIN_PIXELS) -> dict[str, float]:
