@@ -9,8 +9,11 @@
 #      sharpens what regression leaves blurred while holding each latent to its scene; a fresh
 #      discriminator (the first stage's judged another generator).
 # LABEL_WEIGHT > 0 adds --label-weight (the segmenter's cross-entropy to each latent's scene labels)
-# to both stages: pixel regression alone never taught the roof kind, and the sharpened generator's
+# to stage 2: pixel regression alone never taught the roof kind, and the sharpened generator's
 # roofs then ignored their latents (README, "Why the sharpened generator's shares drift").
+# REGRESSION_LABEL_WEIGHT does the same for stage 1; it is 0 unless set, because on a blurred
+# regression generator the loss was met with textures that fool the segmenter (README, "The label
+# loss in plain regression").
 # VARIANTS run side by side on the one GPU, each NAME:LEARNING_RATE:REGRESSION_WEIGHT. Each variant's
 # last checkpoint is copied back first (so a slow selection loses nothing), then every stage-2 save
 # goes through select_toytown_checkpoint.py (validation shares, segmenter FID, window pieces) and
@@ -37,6 +40,7 @@ REGRESSION_MINUTES=${REGRESSION_MINUTES:-3.5}
 ADVERSARIAL_MINUTES=${ADVERSARIAL_MINUTES:-2.5}
 VARIANTS=${VARIANTS:-"a:0.002:10 b:0.004:10"}
 LABEL_WEIGHT=${LABEL_WEIGHT:-0}
+REGRESSION_LABEL_WEIGHT=${REGRESSION_LABEL_WEIGHT:-0}
 SAVE_SECONDS=${SAVE_SECONDS:-75}
 SELECTION_SECONDS=${SELECTION_SECONDS:-170}
 SAMPLES=${SAMPLES:-500}
@@ -54,7 +58,7 @@ for variant in $VARIANTS; do
     if [ "$REGRESSION_MINUTES" != 0 ]; then
       python3 experiments/train_toytown_generator.py --objective regression --resume "$WORK/$name/regression" \
         --out "$WORK/$name/regression" --device "$DEVICE" --minutes "$REGRESSION_MINUTES" --batch "$BATCH" \
-        --lr "$lr" --lr-mlp 1 --ema-kimg 5 --label-weight "$LABEL_WEIGHT" --save-every 600 --log-every 100
+        --lr "$lr" --lr-mlp 1 --ema-kimg 5 --label-weight "$REGRESSION_LABEL_WEIGHT" --save-every 600 --log-every 100
     fi
     python3 experiments/train_toytown_generator.py --resume "$WORK/$name/regression" --out "$WORK/$name/sharpen" \
       --device "$DEVICE" --minutes "$ADVERSARIAL_MINUTES" --batch "$BATCH" --lr "$lr" --ema-kimg 5 \
