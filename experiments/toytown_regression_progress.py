@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import rewriting
-from evaluate_toytown_generator import PARTS, segment, window_pieces
+from evaluate_toytown_generator import PARTS, window_pieces
 from rewriting.atomic import atomic_path, write_json
 from rewriting.deltas import package_version
 from rewriting.metrics.success import label_presence, shows_labels
@@ -76,12 +76,13 @@ def main(argv: list[str] | None = None) -> dict:
     for path in args.checkpoints:
         generator = rewriting.load_generator(path)
         fake = images_for(generator, latents)
-        labels = segment(segmenter, fake)
+        with torch.no_grad():  # one segmenter pass gives both the labels and the cross-entropy
+            logits = [segmenter(fake[i:i + 100]) for i in range(0, len(fake), 100)]
+        labels = torch.cat([batch.argmax(dim=1) for batch in logits])
+        cross_entropy = torch.cat([F.cross_entropy(batch, target_labels[i * 100:(i + 1) * 100], reduction="none")
+                                   for i, batch in enumerate(logits)]).mean().item()
         shares = label_presence(labels, list(LABELS))
         agreement = scene_agreement(target_labels, labels)
-        with torch.no_grad():
-            cross_entropy = torch.cat([F.cross_entropy(segmenter(fake[i:i + 100]), target_labels[i:i + 100], reduction="none")
-                                       for i in range(0, len(fake), 100)]).mean().item()
         step = torch.load(path, map_location="cpu", weights_only=False).get("training", {}).get("step")
         report["checkpoints"][str(path)] = {
             "sha256": sha256_file(path), "step": step, "l1_to_targets": (fake - targets).abs().mean().item(),

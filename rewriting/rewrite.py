@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .deltas import add_delta
-from .edits.reach import LOW_REACH, region_directions, region_reach
+from .edits.reach import LOW_REACH, region_directions, regions_reach
 from .edits.resolve import ResolvedRequest, resolve_request, stacked_masks
 from .edits.spec import EditSpec, load_edit, validate_image_ids
 from .edits.targets import RewriteTarget, copy_paste_target, erase_target
@@ -94,8 +94,8 @@ def rewrite(generator, spec: EditSpec | str, method: LayerMethod | RequestMethod
             regions = [(r.image_id, r.mask) for r in request.context_images(method.context_images)]
             directions = region_directions(generator, layer, regions, spec.seed, matrix, method.rank).to(matrix.device)
             if request.paste is not None and not request.erase:
-                paste_reach = region_reach(generator, layer, request.paste.image_id, request.paste.mask, spec.seed,
-                                           directions, matrix)
+                paste_reach = regions_reach(generator, layer, [(request.paste.image_id, request.paste.mask)],
+                                            spec.seed, directions, matrix)[0]
                 if paste_reach < LOW_REACH:
                     log.warning("the context directions reach the paste region (image %d) only %.2f times as "
                                 "strongly as an average key: the rewrite can change it only by changing every "

@@ -44,11 +44,11 @@ def region_directions(generator, layer: int, regions: Sequence[tuple[int, torch.
     return context_directions(keys, second_moment, rank)
 
 
-def region_reach(generator, layer: int, image_id: int, mask: torch.Tensor, seed: int, directions: torch.Tensor,
-                 second_moment: torch.Tensor) -> float:
-    """Reach of one image's region (mask (H, W)) along directions (r, in)."""
-    keys = trace_images(generator, layer, [image_id], seed).keys[0]
-    return reach(masked_keys(keys, mask), directions, second_moment)
+def regions_reach(generator, layer: int, regions: Sequence[tuple[int, torch.Tensor]], seed: int,
+                  directions: torch.Tensor, second_moment: torch.Tensor) -> list[float]:
+    """Reach of each (image id, mask (H, W)) region along directions (r, in), its images traced in one batch."""
+    trace = trace_images(generator, layer, [image_id for image_id, _ in regions], seed)
+    return [reach(masked_keys(trace.keys[i], mask), directions, second_moment) for i, (_, mask) in enumerate(regions)]
 
 
 @dataclass
@@ -66,8 +66,7 @@ class ReachScorer:
         second_moment = self.second_moment()
         context = context[:self.context_images] if self.context_images else context
         directions = region_directions(self.generator, self.layer, context, seed, second_moment, self.rank)
-        return [region_reach(self.generator, self.layer, image_id, mask, seed, directions, second_moment)
-                for image_id, mask in candidates]
+        return regions_reach(self.generator, self.layer, candidates, seed, directions, second_moment)
 
 
 def default_reach_scorer(generator, layer: int, rank: int = 1) -> ReachScorer:
