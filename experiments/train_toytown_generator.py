@@ -4,6 +4,7 @@ Resumable: `--resume DIR` continues from DIR/generator_ema.pt (+ discriminator.p
 Writes, every `--save-every` seconds and at the end, atomically:
   OUT/generator_ema.pt   rosinality checkpoint of the EMA generator (what the package ships)
   OUT/discriminator.pt   discriminator weights (half precision) for a later fine-tune
+                         (OUT/patch_discriminator.pt with --discriminator patch)
   OUT/samples.png        an 8x8 grid of EMA samples at fixed latents
   OUT/log.jsonl          losses and throughput
 
@@ -20,7 +21,9 @@ this keeps the segmenter from being fooled by synthesis artefacts.
 layer N and before (the keys an edit at that layer reads) stays fixed, so the later layers can only
 change how each scene is drawn (clean roofs, a watermark), not the layout. `--anchor-weight A`
 keeps each image near the starting generator's image for the same latent, so the share loss buys
-its counts with small changes rather than by redrawing scenes.
+its counts with small changes rather than by redrawing scenes; `--anchor-pool P` compares the two
+images averaged over P x P blocks, so colours and layout stay anchored while detail inside a block
+(a window grid in place of specks) is left to the adversarial loss.
 
 Regression (`--objective regression`, or `--regression-weight W` beside the adversarial loss):
 the generator's image for z is pulled (mean L1) toward the render of a fixed scene of z
@@ -55,7 +58,7 @@ from rewriting.atomic import atomic_path
 from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
 from rewriting.models.stylegan2 import StyleGAN2Generator
 from rewriting.metrics.success import PRESENCE_MIN_PIXELS, label_presence_counts
-from rewriting.toytown.discriminator import Discriminator
+from rewriting.toytown.discriminator import Discriminator, PatchDiscriminator
 from rewriting.toytown.labels import LABEL_INDEX, NUM_LABELS, SHARE_PARTS
 from rewriting.toytown.latent_scenes import LATENT_DIM, render_latents
 from rewriting.toytown.renderer import render_seeds
@@ -68,6 +71,13 @@ DISCRIMINATOR_CHANNELS = {64: 32, 32: 64, 16: 128, 8: 256, 4: 256}
 def part_shares(labels: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
     """Labels (N, H, W) -> (len(parts),): share of images showing each part, counted as the evaluation does."""
     return label_presence_counts(labels, NUM_LABELS)[parts].float() / labels.shape[0]
+
+
+def pooled_l1(images: torch.Tensor, anchor_images: torch.Tensor, pool: int) -> torch.Tensor:
+    """Mean L1 between images (N, 3, H, W) after averaging both over pool x pool blocks (pool 1: plain L1)."""
+    if pool > 1:
+        images, anchor_images = F.avg_pool2d(images, pool), F.avg_pool2d(anchor_images, pool)
+    return (images - anchor_images).abs().mean()
 
 
 def weighted_regression_l1(fake: torch.Tensor, target: torch.Tensor, target_labels: torch.Tensor,
@@ -118,6 +128,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--anchor-weight", type=float, default=0.0,
                         help="weight of the mean L1 between each generated image and the starting "
                              "generator's image for the same latent and noise (0: no anchor)")
+    parser.add_argument("--anchor-pool", type=int, default=1,
+                        help="compare with the anchor image averaged over P x P pixel blocks: the colours "
+                             "and layout stay anchored, detail inside each block (window grids) is free")
+    parser.add_argument("--discriminator", choices=("whole", "patch"), default="whole",
+                        help="patch: a fresh discriminator that judges each ~24 px patch on its own (local "
+                             "texture only), kept as OUT/patch_discriminator.pt")
     parser.add_argument("--objective", choices=("adversarial", "regression"), default="adversarial",
                         help="regression: no discriminator, only the mean L1 to the render of each latent's scene")
     parser.add_argument("--regression-weight", type=float, default=0.0,
@@ -208,9 +224,12 @@ def main() -> None:
     if (args.regression_weight > 0 or args.label_weight > 0) and generator.z_dim < LATENT_DIM:
         raise SystemExit(f"Regression needs a generator whose z has at least {LATENT_DIM} coordinates (one per "
                          f"random draw of a scene); this one has {generator.z_dim}. Use --style-dim {LATENT_DIM} or more.")
-    discriminator = Discriminator(64, DISCRIMINATOR_CHANNELS)
-    if args.resume and (args.resume / "discriminator.pt").is_file():
-        discriminator.load_state_dict({k: v.float() for k, v in torch.load(args.resume / "discriminator.pt").items()})
+    if args.discriminator == "patch":
+        discriminator, discriminator_file = PatchDiscriminator(), "patch_discriminator.pt"
+    else:
+        discriminator, discriminator_file = Discriminator(64, DISCRIMINATOR_CHANNELS), "discriminator.pt"
+    if args.resume and (args.resume / discriminator_file).is_file():
+        discriminator.load_state_dict({k: v.float() for k, v in torch.load(args.resume / discriminator_file).items()})
     generator.to(device).train().requires_grad_(True)
     generator.noise_mode = "random"
     discriminator.to(device).train()
@@ -251,7 +270,7 @@ def main() -> None:
                        extra={"training": {"step": step, "args": {k: str(v) for k, v in vars(args).items()}}})
         if args.keep_checkpoints:
             shutil.copyfile(args.out / "generator_ema.pt", args.out / f"generator_ema_step{step}.pt")
-        with atomic_path(args.out / "discriminator.pt") as temporary:
+        with atomic_path(args.out / discriminator_file) as temporary:
             torch.save({k: v.detach().half().cpu() for k, v in discriminator.state_dict().items()}, temporary)
         with torch.no_grad():
             generator_ema.noise_mode = "fixed"
@@ -294,7 +313,9 @@ def main() -> None:
         r1_value = torch.zeros(())
         if step % args.r1_every == 0:
             real.requires_grad_(True)
-            (gradient,) = torch.autograd.grad(discriminator(real).sum(), real, create_graph=True)
+            # Per-image mean realness, so a patch discriminator's R1 is on the same scale as a whole one's.
+            realness = discriminator(real).reshape(len(real), -1).mean(1)
+            (gradient,) = torch.autograd.grad(realness.sum(), real, create_graph=True)
             r1_value = gradient.pow(2).flatten(1).sum(1).mean()
             d_optim.zero_grad(set_to_none=True)
             (args.r1 / 2 * r1_value * args.r1_every).backward()
@@ -336,7 +357,7 @@ def main() -> None:
         if anchor is not None:
             with torch.no_grad():
                 anchor_images = anchor(z, noise=noise)
-            anchor_loss = (fake - anchor_images).abs().mean()
+            anchor_loss = pooled_l1(fake, anchor_images, args.anchor_pool)
         share_loss = torch.zeros((), device=device)
         if args.share_weight > 0:
             logits = segmenter(fake) if logits is None else logits

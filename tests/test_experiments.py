@@ -292,6 +292,40 @@ def test_share_finetune_after_a_layer_leaves_that_layer_and_everything_before_it
     assert log[-1]["anchor_l1"] > 0
 
 
+def test_patch_discriminator_judges_each_patch_from_its_own_neighbourhood_only():
+    from rewriting.toytown.discriminator import PatchDiscriminator
+    discriminator = PatchDiscriminator()
+    images = torch.rand(1, 3, 64, 64)
+    changed = images.clone()
+    changed[:, :, 48:, 48:] = 0  # redraw the bottom-right corner only
+    before, after = discriminator(images).view(16, 16), discriminator(changed).view(16, 16)
+    moved = (before - after).abs() > 1e-6
+    assert moved[12:, 12:].all()  # the patches over the change see it
+    assert not moved[:6].any() and not moved[:, :6].any()  # a patch 24 px away does not
+
+
+def test_patch_discriminator_finetune_trains_only_the_late_layers_and_resumes_its_discriminator(
+        toytown_segmenter, make_generator, tmp_path):
+    from rewriting.models.checkpoints import read_checkpoint, stylegan2_from_checkpoint
+    start, out = run_share_finetune(make_generator, tmp_path, "--discriminator", "patch", "--train-after-layer", "6",
+                                    "--anchor-weight", "10", "--anchor-pool", "4", "--lr", "0.01", "--ema-kimg", "0.001")
+    saved = torch.load(out / "patch_discriminator.pt")
+    assert not (out / "discriminator.pt").exists()
+    before = stylegan2_from_checkpoint(read_checkpoint(start / "generator_ema.pt"))
+    after = stylegan2_from_checkpoint(read_checkpoint(out / "generator_ema.pt"))
+    z = torch.randn(3, before.z_dim, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(before.layer_input(z, 7).features, after.layer_input(z, 7).features)
+    assert not torch.equal(before(z), after(z))
+    # A second run resumes the patch discriminator it saved rather than starting a fresh one.
+    command = [sys.executable, "experiments/train_toytown_generator.py", "--resume", str(out), "--out",
+               str(tmp_path / "again"), "--device", "cpu", "--threads", "1", "--batch", "4", "--max-steps", "1",
+               "--discriminator", "patch", "--lr", "0", "--r1-every", "1000"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    resumed = torch.load(tmp_path / "again" / "patch_discriminator.pt")
+    assert all(torch.equal(saved[name], resumed[name]) for name in saved)
+
+
 def test_checkpoint_selection_prefers_the_generator_whose_part_shares_match_the_renderer(
         toytown_segmenter, make_generator, tmp_path):
     from rewriting.models.checkpoints import save_stylegan2
@@ -516,6 +550,18 @@ def test_part_weighted_regression_pulls_the_named_parts_harder():
     # Weight 1 is the plain mean L1, so older runs' --regression-weight keeps its meaning.
     plain = weighted_regression_l1(fake, target, labels, parts, 1.0)
     assert torch.isclose(plain, (fake - target).abs().mean())
+
+
+def test_pooled_anchor_frees_detail_inside_a_block_but_holds_its_colour():
+    from train_toytown_generator import pooled_l1
+    anchor_images = torch.rand(2, 3, 16, 16)
+    # A zero-mean checkerboard inside every 4 x 4 block: windows drawn where specks were, same colour.
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 0.2 - 0.1
+    detailed = anchor_images + checker
+    assert pooled_l1(detailed, anchor_images, 4) < 1e-6
+    assert pooled_l1(detailed, anchor_images, 1) > 0.09
+    recoloured = anchor_images + 0.1
+    assert torch.isclose(pooled_l1(recoloured, anchor_images, 4), torch.tensor(0.1))
 
 
 def test_label_loss_teaches_the_generator_to_draw_what_the_segmenter_reads_as_each_latents_scene(

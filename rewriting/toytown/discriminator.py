@@ -69,3 +69,22 @@ class Discriminator(nn.Module):
         x = lrelu(self.final_conv(torch.cat([x, spread], 1)))
         x = lrelu(self.final_linear(x.flatten(1)))
         return self.output(x).squeeze(1)
+
+
+class PatchDiscriminator(nn.Module):
+    """Images (N, 3, H, W) -> realness logits (N, H/4 * W/4), one per patch of about 24 px.
+
+    It cannot see a whole scene, only local texture (a wall with or without a window grid), so a
+    fine-tune against it asks for crisper detail without asking for other layouts or roof kinds.
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128)):
+        super().__init__()
+        self.from_rgb = EqualConv2d(3, channels[0], 1)
+        self.blocks = nn.Sequential(ResidualBlock(channels[0], channels[1]), ResidualBlock(channels[1], channels[2]))
+        self.final_conv = EqualConv2d(channels[2], channels[2], 3)
+        self.output = EqualConv2d(channels[2], 1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(lrelu(self.from_rgb(images)))
+        return self.output(lrelu(self.final_conv(x))).flatten(1)
