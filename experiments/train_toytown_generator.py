@@ -150,6 +150,8 @@ def parse_args() -> argparse.Namespace:
     unknown = [name for name in args.part_regression_labels.split(",") if name and name not in LABEL_INDEX]
     if unknown:
         parser.error(f"--part-regression-labels: unknown label(s) {unknown}; Toytown labels are {sorted(LABEL_INDEX)}")
+    if args.anchor_pool < 1 or 64 % args.anchor_pool:
+        parser.error(f"--anchor-pool {args.anchor_pool}: use a block size that divides the 64-px image (1, 2, 4, 8, ...)")
     if args.objective == "regression" and args.regression_weight == 0 and args.label_weight == 0:
         args.regression_weight = 1.0
     return args
