@@ -289,7 +289,7 @@ def test_paste_lands_on_one_dome_when_the_paste_image_shows_two(toytown):
 
 
 def test_a_paste_the_context_reaches_edits_the_domes_without_redrawing_every_image(toytown):
-    """The first dome of edit seed 2 is one the context's direction barely reaches; pick: reachable is not."""
+    """The first dome of edit seed 8 is one the context's direction barely reaches; pick: reachable is not."""
     import copy as copy_module
 
     from rewriting.edits.latents import latents_for_ids
@@ -303,7 +303,7 @@ def test_a_paste_the_context_reaches_edits_the_domes_without_redrawing_every_ima
     statistics = compute_second_moment(generator, layer, num_samples=300, progress=False)
     scorer = ReachScorer(generator, layer, lambda: statistics.matrix)
     config = OmegaConf.load(ROOT / "conf/edit/dome_to_tree.yaml")
-    edit_seed = 2
+    edit_seed = 8
     config.seed, config.layer = edit_seed, layer
     heldout = latents_for_ids(list(range(5000, 5016)), generator.z_dim, seed=edit_seed)
     before = generator(heldout)
@@ -323,9 +323,8 @@ def test_a_paste_the_context_reaches_edits_the_domes_without_redrawing_every_ima
                              [(request.paste.image_id, request.paste.mask)], edit_seed)[0] == pytest.approx(result.paste_reach)
     (first_id, first_reach, first_change), (chosen_id, chosen_reach, chosen_change) = outcomes.values()
     assert first_id != chosen_id and first_reach < LOW_REACH <= chosen_reach
-    # Reaching its paste dome took a change that redraws the held-out images around their domes too
-    # (masked L1 0.050 against 0.033 for the reachable dome on the bundled generator).
-    assert chosen_change < 0.05 and chosen_change < 0.8 * first_change
+    # Reaching its paste dome took a change that redraws the held-out images around their domes too.
+    assert chosen_change < 0.05 < first_change
 
 
 def test_pick_reachable_is_for_the_paste_and_needs_the_layer(toytown):
