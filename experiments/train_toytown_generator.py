@@ -1,6 +1,7 @@
 """Train the bundled Toytown StyleGAN2 (64 px) on the procedural renderer: adversarially, by regression, or both.
 
-Resumable: `--resume DIR` continues from DIR/generator_ema.pt (+ discriminator.pt when present).
+Resumable: `--resume DIR` continues from DIR/generator_ema.pt (+ discriminator.pt, or patch_discriminator.pt with
+`--discriminator patch`, when present).
 Writes, every `--save-every` seconds and at the end, atomically:
   OUT/generator_ema.pt   rosinality checkpoint of the EMA generator (what the package ships)
   OUT/discriminator.pt   discriminator weights (half precision) for a later fine-tune
