@@ -600,3 +600,77 @@ def test_scene_agreement_tells_a_generator_that_follows_its_latents_from_one_tha
     ignoring[:, 10:20, 20:30] = LABEL_INDEX["dome"]
     assert scene_agreement(scene_labels, ignoring)["dome"] == {"shown_when_scene_has_it": 1.0,
                                                                "shown_when_scene_lacks_it": 1.0}
+
+
+def wall_scene(window_pixels=(), tree_pixels=()):
+    """A 64-px sky with one 24x24 building and a door: (image (3, 64, 64) in [-1, 1], labels (64, 64))."""
+    import numpy as np
+    from rewriting.toytown.labels import LABEL_INDEX
+    labels = np.full((64, 64), LABEL_INDEX["sky"])
+    image = np.empty((3, 64, 64), dtype=np.float32)
+    image[:] = np.array([-0.2, 0.2, 0.9], dtype=np.float32)[:, None, None]
+    labels[20:44, 10:34] = LABEL_INDEX["building"]
+    image[:, 20:44, 10:34] = np.array([0.6, 0.2, -0.2], dtype=np.float32)[:, None, None]
+    labels[36:44, 19:26] = LABEL_INDEX["door"]
+    image[:, 36:44, 19:26] = -0.4
+    for y, x in window_pixels:
+        labels[y, x] = LABEL_INDEX["window"]
+        image[:, y, x] = -0.7
+    for y, x in tree_pixels:
+        labels[y, x] = LABEL_INDEX["tree"]
+        image[:, y, x] = np.array([-0.8, 0.3, -0.8], dtype=np.float32)
+    return image, labels
+
+
+def test_window_painting_draws_whole_windows_in_a_grid_on_the_wall_only():
+    import numpy as np
+    from scipy import ndimage
+    from paint_toytown_windows import WINDOW_SIZE, paint_windows
+    from rewriting.toytown.labels import LABEL_INDEX
+    speck = (22, 11)  # a one-pixel window the generator drew off the renderer's grid
+    trees = [(y, x) for y in range(23, 27) for x in range(27, 31)]  # a crown in front of one grid cell
+    image, labels = wall_scene(window_pixels=[speck], tree_pixels=trees)
+    target, changed = paint_windows(image, labels)
+    moved = (target != image).any(0)
+    assert np.array_equal(moved, changed)
+    assert not (changed & ~np.isin(labels, [LABEL_INDEX["building"], LABEL_INDEX["window"]])).any()  # sky, door, tree
+    assert np.allclose(target[:, speck[0], speck[1]], image[:, 21, 11])  # the speck becomes wall
+    windows = changed.copy()
+    windows[speck] = False
+    pieces, count = ndimage.label(windows)
+    sizes = ndimage.sum(windows, pieces, range(1, count + 1))
+    assert count == 7 and (sizes == WINDOW_SIZE ** 2).all()  # 3x3 grid, less the tree's cell and the one by the door
+    tops = sorted({int(np.flatnonzero(pieces == k).min() // 64) for k in range(1, count + 1)})
+    lefts = sorted({int(np.flatnonzero(pieces == k).min() % 64) for k in range(1, count + 1)})
+    assert len(tops) == 3 and len(lefts) == 3 and len({b - a for a, b in zip(tops, tops[1:])}) == 1
+    door_rows, door_columns = np.nonzero(labels == LABEL_INDEX["door"])
+    near_door = np.zeros_like(windows)
+    near_door[door_rows.min() - 1:, door_columns.min() - 1:door_columns.max() + 2] = True
+    assert not (windows & near_door).any()
+
+
+def test_window_painting_leaves_a_windowless_building_windowless():
+    import numpy as np
+    from paint_toytown_windows import paint_windows
+    image, labels = wall_scene()
+    target, changed = paint_windows(image, labels)
+    assert not changed.any() and np.array_equal(target, image)
+
+
+def test_window_painting_finetune_moves_only_the_layers_after_its_layer(toytown_segmenter, make_generator, tmp_path):
+    from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
+    start = tmp_path / "start.pt"
+    save_stylegan2(make_generator(size=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}), start)
+    out = tmp_path / "out"
+    command = [sys.executable, "experiments/paint_toytown_windows.py", "--checkpoint", str(start), "--out", str(out),
+               "--device", "cpu", "--threads", "1", "--batch", "4", "--max-steps", "3", "--log-every", "1",
+               "--train-after-layer", "6", "--lr", "0.01", "--ema-kimg", "0.001"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    before = stylegan2_from_checkpoint(read_checkpoint(start))
+    after = stylegan2_from_checkpoint(read_checkpoint(out / "generator_ema.pt"))
+    z = torch.randn(3, before.z_dim, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(before.layer_input(z, 7).features, after.layer_input(z, 7).features)
+    assert not torch.equal(before(z), after(z))
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == [1, 2, 3]
