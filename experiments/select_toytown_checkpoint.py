@@ -10,8 +10,8 @@ and records its mean editing success and masked L1.
 
 The choice: among the checkpoints that meet the bars on validation (every share within 25%; with
 edit seeds, also mean edit success >= 0.50 and masked L1 <= 0.05), the one with the smallest largest
-relative share difference; when none meets them, that rule over all checkpoints, and the report says
-`meets_bars: false`. Writes a JSON report.
+relative share difference (ties: the lower segmenter FID); when none meets them, that rule over all
+checkpoints, and the report says `meets_bars: false`. Writes a JSON report.
 
     python experiments/select_toytown_checkpoint.py RUN/generator_ema_step*.pt --edit-seeds 2 3 --out selection.json
 """
@@ -104,7 +104,9 @@ def main() -> None:
               "" if edit is None else edit.get("error") or f"edit {edit['mean_edit_success']:.3f}/{edit['mean_undesired_change_l1']:.4f}",
               flush=True)
     passing = [name for name in results if results[name]["meets_bars"]]
-    chosen = min(passing or results, key=lambda name: results[name]["largest_relative_difference"])
+    # Shares are counts over the same samples, so checkpoints of one run often tie: the lower FID breaks it.
+    chosen = min(passing or results, key=lambda name: (results[name]["largest_relative_difference"],
+                                                       results[name]["segmenter_fid"]))
     write_json(args.out, {
         "command": "python experiments/select_toytown_checkpoint.py " + " ".join(str(p) for p in args.checkpoints)
                    + f" --samples {args.samples} --latent-seed {args.latent_seed}"

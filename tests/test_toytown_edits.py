@@ -239,8 +239,7 @@ def test_bundled_erase_windows_fills_windows_from_the_wall_and_leaves_the_rest(t
     from rewriting.statistics import compute_second_moment
     generator, segmenter = toytown
     config = OmegaConf.load(ROOT / "conf/edit/erase_windows.yaml")
-    assert config.request.erase_fill == "surroundings"
-    config.request.context.count = 4
+    assert config.request.erase_fill == "surroundings"  # the bundled request as it is, all 8 context images
     statistics = compute_second_moment(generator, config.layer, num_samples=100, progress=False)
     window = label_indices(segmenter, ["window"])
     shares = {}
