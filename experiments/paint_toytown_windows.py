@@ -33,6 +33,7 @@ from scipy import ndimage
 from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
 from rewriting.models.loading import resolve_checkpoint
 from rewriting.toytown.labels import LABEL_INDEX
+from rewriting.toytown.renderer import window_grid
 from rewriting.toytown.segmenter import load_segmenter
 from train_toytown_generator import late_synthesis_parameters, save_grid
 
@@ -65,12 +66,10 @@ def paint_windows(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
         columns, rows = np.flatnonzero(piece.sum(0) >= 3), np.flatnonzero(piece.sum(1) >= 3)
         if len(columns) == 0 or len(rows) == 0:
             continue
-        left, right, top, bottom = columns[0], columns[-1] + 1, rows[0], rows[-1] + 1
         pitch = WINDOW_SIZE + WINDOW_GAP
-        grid_columns = max(0, (right - left - 2 * WINDOW_MARGIN + WINDOW_GAP) // pitch)
-        grid_rows = max(0, (bottom - top - 2 * WINDOW_MARGIN + WINDOW_GAP) // pitch)
-        grid_left = left + (right - left - (grid_columns * pitch - WINDOW_GAP)) // 2
-        grid_top = top + WINDOW_MARGIN
+        grid_columns, grid_rows, grid_left, grid_top = window_grid(
+            int(columns[0]), int(columns[-1]) + 1, int(rows[0]), int(rows[-1]) + 1,
+            WINDOW_SIZE, WINDOW_GAP, WINDOW_MARGIN)
         door = piece & (labels == LABEL_INDEX["door"])
         door_left = door_right = door_top = None
         if door.any():

@@ -179,6 +179,15 @@ def _contrasting(
     return color
 
 
+def window_grid(left: int, right: int, top: int, bottom: int, size: int, gap: int,
+                margin: int) -> tuple[int, int, int, int]:
+    """The window grid of a wall [left, right) x [top, bottom): (columns, rows, grid left, grid top)."""
+    pitch = size + gap
+    columns = max(0, (right - left - 2 * margin + gap) // pitch)
+    rows = max(0, (bottom - top - 2 * margin + gap) // pitch)
+    return columns, rows, left + (right - left - (columns * pitch - gap)) // 2, top + margin
+
+
 def _sample_building(
     random: np.random.RandomState, scenes: SceneBatch, index: int, slot: int, center: int, width: int
 ) -> None:
@@ -214,10 +223,7 @@ def _sample_building(
     pitch = window_size + gap
     grid_left = grid_top = 0
     if random.uniform() < 0.8:
-        columns = max(0, (width - 2 * margin + gap) // pitch)
-        rows = max(0, (bottom - top - 2 * margin + gap) // pitch)
-        grid_left = left + (width - (columns * pitch - gap)) // 2
-        grid_top = top + margin
+        columns, rows, grid_left, grid_top = window_grid(left, right, top, bottom, window_size, gap, margin)
     window_color = _jitter(random, np.array([0.14, 0.17, 0.28]), 0.06)
     if random.uniform() < 0.3 and np.abs(np.array([0.96, 0.86, 0.48]) - body).sum() > 0.5:
         window_color = _jitter(random, np.array([0.96, 0.86, 0.48]), 0.04)  # lit windows
