@@ -1,9 +1,11 @@
 """Rosinality-format StyleGAN2 checkpoints: read the architecture from the file, load, save, hash."""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +16,58 @@ from ..errors import CheckpointError
 from .stylegan2 import StyleGAN2Generator
 
 
+# Globals a real checkpoint may hold besides tensors and containers: rosinality's train.py saves its
+# argparse options as `args`. Nothing else is allowed, so no checkpoint can make torch.load run code.
+SAFE_CHECKPOINT_GLOBALS = (argparse.Namespace,)
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def safe_torch_load(path: str | os.PathLike) -> Any:
+    """torch.load with weights_only=True and the allow-list above: tensors and plain containers only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+        if hasattr(torch.serialization, "safe_globals"):
+            with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_GLOBALS)):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def is_nvlabs_pickle(path: Path) -> bool:
+    """Whether a file looks like an NVlabs network pickle (its persistence module is named near the start)."""
+    with open(path, "rb") as file:
+        return b"torch_utils.persistence" in file.read(1 << 22)
+
+
+def refusal_reason(error: Exception, path: Path) -> str:
+    """Why the safe loader refused a file, in a user's words."""
+    text = str(error)
+    if is_nvlabs_pickle(path):
+        return ("it is an NVlabs (stylegan2-ada-pytorch / stylegan3) network pickle, whose classes execute "
+                "source code stored in the file when unpickled; this version cannot read those safely yet, so "
+                "convert it to rosinality's format with a tool you trust")
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused:
+        name = refused.group(1)
+        return (f"it asks to load the Python object {name}, which could run arbitrary code; a generator "
+                f"checkpoint holds only tensors, containers and numbers")
+    if "Unsupported operand" in text or "weights_only" in text.lower():
+        return ("it is not a plain PyTorch checkpoint of tensors and containers (a pickle that builds Python "
+                "objects could run arbitrary code, so it is not opened)")
+    return f"torch.load could not read it ({text.splitlines()[0] if text else type(error).__name__})"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """torch.load a checkpoint on CPU with a clear error when it is absent or unreadable."""
+    """Load a checkpoint's tensors on CPU without running code from it; one clear error otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist: pass generator.checkpoint=PATH "
                               f"with the path of a rosinality-format StyleGAN2 .pt file (or a ProGAN .pth).")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many kinds for a corrupt file
-        raise CheckpointError(f"checkpoint {str(path)!r} could not be read by torch.load ({error}); "
-                              f"is it a complete PyTorch checkpoint?") from None
+        return safe_torch_load(path)
+    except Exception as error:  # torch raises many kinds for a corrupt or unsafe file
+        raise CheckpointError(f"checkpoint {str(path)!r} was not loaded: {refusal_reason(error, path)}. Loading "
+                              f"never runs code from a checkpoint; re-save its tensors with torch.save "
+                              f"(state dicts, tensors, lists, dicts, numbers) to use it.") from None
 
 
 def _count(state_dict: dict, pattern: str) -> int:
