@@ -24,7 +24,7 @@ from .edits.spec import spec_hash
 from .errors import RewritingError
 from .features import layer_values, noise_for, trace_layer
 from .lightning_compat import pl
-from .models.checkpoints import save_stylegan2
+from .models.nvlabs_export import save_edited_generator
 from .models.download import sha256_file
 from .rewrite import RewriteResult, rewrite
 from .statistics import SecondMoment, latents_for_statistics, second_moment
@@ -234,14 +234,10 @@ def run(cfg: DictConfig) -> dict:
         "edit_spec_sha256": provenance["edit_spec_sha256"], "method": method.name, "edit": spec.name,
         "family": generator.family, "weight_name": result.weight_name})
     spec.save(out_dir / "edit.json")
-    if cfg.save_edited_generator:
-        if generator.family == "stylegan2":
-            save_stylegan2(generator.cpu(), out_dir / "edited_generator.pt",
-                           extra={"rewriting": {"base_sha256": generator.checkpoint_sha256, "layer": layer,
-                                                "edit": spec.name, "package_version": package_version()}})
-        else:
-            from .models.proggan import save_proggan
-            save_proggan(generator.cpu(), out_dir / "edited_generator.pt")
+    if cfg.save_edited_generator:  # in the input's format: an NVlabs .pkl stays a .pkl
+        save_edited_generator(generator, out_dir / "edited_generator.pt", result.delta_tensors(),
+                              extra={"rewriting": {"base_sha256": generator.checkpoint_sha256, "layer": layer,
+                                                   "edit": spec.name, "package_version": package_version()}})
     with atomic_path(out_dir / "before_after.png") as temporary:
         picture.save(temporary, format="PNG")
     write_json(out_dir / "metrics.json", metrics)

@@ -42,9 +42,8 @@ def refusal_reason(error: Exception, path: Path) -> str:
     """Why the safe loader refused a file, in a user's words."""
     text = str(error)
     if is_nvlabs_pickle(path):
-        return ("it is an NVlabs (stylegan2-ada-pytorch / stylegan3) network pickle, whose classes execute "
-                "source code stored in the file when unpickled; this version cannot read those safely yet, so "
-                "convert it to rosinality's format with a tool you trust")
+        return ("it is an NVlabs network pickle, which torch.load cannot open safely; load it with "
+                "load_generator(path) or generator.checkpoint=PATH, which read it without running its code")
     refused = _REFUSED_GLOBAL.search(text)
     if refused:
         name = refused.group(1)
@@ -93,7 +92,7 @@ def stylegan2_architecture(state_dict: dict[str, torch.Tensor], args: dict | Non
         raise CheckpointError(f"the checkpoint's args say size {args['size']} but its to_rgbs layers make "
                               f"a {size}-px generator")
     return {"size": size, "style_dim": style_dim, "n_mlp": n_mlp, "channels": channels,
-            "lr_mlp": float(args.get("lr_mlp", 0.01))}
+            "lr_mlp": float(args.get("lr_mlp", 0.01)), "blur_taps": tuple(args.get("blur_taps") or (1, 3, 3, 1))}
 
 
 def check_state_dict_fits(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -123,6 +122,7 @@ def stylegan2_from_checkpoint(checkpoint: dict[str, Any]) -> StyleGAN2Generator:
     generator = StyleGAN2Generator(**stylegan2_architecture(state_dict, args))
     check_state_dict_fits(generator, state_dict)
     generator.load_state_dict(state_dict)
+    generator.set_conv_clamp((args or {}).get("conv_clamp"))
     latent_avg = checkpoint.get("latent_avg")
     if latent_avg is not None:
         latent_avg = torch.as_tensor(latent_avg, dtype=torch.float32).reshape(-1)
@@ -146,7 +146,9 @@ def save_stylegan2(generator: StyleGAN2Generator, path: str | os.PathLike, extra
     state_dict = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
     args = {"size": generator.size, "style_dim": generator.style_dim, "n_mlp": generator.n_mlp,
             "channel_multiplier": generator.channel_multiplier, "lr_mlp": generator.lr_mlp,
-            "channels": dict(generator.channels)}
+            "channels": dict(generator.channels), "blur_taps": list(generator.blur_taps)}
+    if generator.conv_clamp is not None:
+        args["conv_clamp"] = generator.conv_clamp
     checkpoint = {"g_ema": state_dict, "latent_avg": generator.latent_avg.detach().cpu().clone(), "args": args}
     if extra:
         checkpoint.update(extra)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from .checkpoints import read_checkpoint, stylegan2_from_checkpoint
+from .checkpoints import is_nvlabs_pickle, read_checkpoint, stylegan2_from_checkpoint
 from .download import sha256_file
 
 BUNDLED = {"toytown": Path(__file__).resolve().parent.parent / "toytown" / "weights" / "toytown_generator.pt"}
@@ -37,10 +37,18 @@ def load_generator(checkpoint: str | os.PathLike | None = None, truncation: floa
                    device: str | torch.device = "cpu", size: int | None = None) -> torch.nn.Module:
     """A generator in eval mode whose `G(z)` gives images (N, 3, H, W) in about [-1, 1]."""
     path = resolve_checkpoint(checkpoint, url, sha256_prefix, name)
-    loaded = read_checkpoint(path)
+    if not path.is_file():
+        read_checkpoint(path)  # raises the missing-file message
+    if is_nvlabs_pickle(path) and family in ("auto", "stylegan2"):
+        from .nvlabs import load_nvlabs_generator
+        generator, family, loaded = load_nvlabs_generator(path), "nvlabs", None
+    else:
+        loaded = read_checkpoint(path)
     if family == "auto":
         family = "stylegan2" if isinstance(loaded, dict) and "g_ema" in loaded else "proggan"
-    if family == "stylegan2":
+    if family == "nvlabs":
+        generator.source_format = "nvlabs_pickle"
+    elif family == "stylegan2":
         generator = stylegan2_from_checkpoint(loaded)
     elif family == "proggan":
         from .proggan import proggan_from_state_dict

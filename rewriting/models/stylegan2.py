@@ -53,6 +53,7 @@ class StyleGAN2Generator(nn.Module):
         self.lr_mlp = lr_mlp
         self.channels = dict(channels) if channels else rosinality_channels(size, channel_multiplier)
         self.channel_multiplier = channel_multiplier
+        self.blur_taps = tuple(blur_taps)
         ch = self.channels
 
         self.style = nn.Sequential(PixelNorm(), *[
@@ -80,6 +81,14 @@ class StyleGAN2Generator(nn.Module):
         self.truncation = 1.0
         self.noise_mode = "fixed"
         self.fused = False
+        self.conv_clamp: float | None = None
+
+    def set_conv_clamp(self, clamp: float | None) -> None:
+        """Clamp every layer's output to ±clamp, as NVlabs generators trained with conv_clamp do."""
+        self.conv_clamp = None if clamp is None else float(clamp)
+        for module in self.modules():
+            if hasattr(module, "clamp"):
+                module.clamp = self.conv_clamp
 
     # ----- layer numbering -------------------------------------------------------------
     @property

@@ -181,9 +181,11 @@ class FusedLeakyReLU(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.clamp: float | None = None  # NVlabs' conv_clamp: outputs kept within ±clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
+        out = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
+        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
 class StyledConv(nn.Module):
@@ -227,10 +229,13 @@ class ToRGB(nn.Module):
             self.upsample = Upsample(make_blur_kernel(blur_taps) * 4)
         self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.clamp: float | None = None  # NVlabs' conv_clamp, applied before the skip is added
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None,
                 fused: bool = False) -> torch.Tensor:
         out = self.conv(x, w, fused=fused) + self.bias
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
