@@ -84,7 +84,7 @@ def nvlabs_generator_tree(generator, conv_clamp=None, c_dim: int = 0, architectu
     mapping = Persistent("MappingNetwork", {"z_dim": generator.z_dim, "c_dim": c_dim, "w_dim": generator.style_dim,
                                             "num_layers": len(mapping_layers), "lr_multiplier": generator.lr_mlp},
                          buffers={"w_avg": generator.latent_avg},
-                         modules={f"fc{i}": Persistent("FullyConnectedLayer", {"lr_multiplier": generator.lr_mlp},
+                         modules={f"fc{i}": Persistent("FullyConnectedLayer", {"lr_multiplier": generator.lr_mlp, "activation": "lrelu"},
                                                        {"weight": m.weight, "bias": m.bias})
                                   for i, m in enumerate(mapping_layers)})
     block_kwargs = {"architecture": architecture, "conv_clamp": conv_clamp}

@@ -85,13 +85,30 @@ def _check_supported(generator: PersistentObject, path) -> dict:
     return kwargs
 
 
+def _descendants(node: PersistentObject):
+    yield node
+    for child in node.modules.values():
+        if isinstance(child, PersistentObject):
+            yield from _descendants(child)
+
+
 def _conv_clamp(synthesis: PersistentObject) -> float | None:
-    clamps = {block.state.get("conv_clamp", block.init_kwargs.get("conv_clamp"))
-              for block in synthesis.modules.values()}
+    """The conv_clamp the synthesis layers were built with (each layer stores its own)."""
+    clamps = {node.state.get("conv_clamp", node.init_kwargs.get("conv_clamp")) for node in _descendants(synthesis)}
     clamps.discard(None)
     if len(clamps) > 1:
-        raise CheckpointError(f"the synthesis blocks use different conv_clamp values {sorted(clamps)}")
+        raise CheckpointError(f"the synthesis layers use different conv_clamp values {sorted(clamps)}")
     return float(clamps.pop()) if clamps else None
+
+
+def _mapping_lr_multiplier(mapping: PersistentObject) -> float:
+    """The mapping layers' learning-rate multiplier: fc0's stored bias gain, else the kwargs, else NVlabs' 0.01."""
+    first = mapping.modules.get("fc0")
+    for value in (getattr(first, "state", {}).get("bias_gain"), getattr(first, "init_kwargs", {}).get("lr_multiplier"),
+                  mapping.init_kwargs.get("lr_multiplier")):
+        if value is not None:
+            return float(value)
+    return 0.01
 
 
 def stylegan2_from_nvlabs(generator: PersistentObject, path: str | os.PathLike = "<pickle>") -> StyleGAN2Generator:
@@ -117,7 +134,7 @@ def stylegan2_from_nvlabs(generator: PersistentObject, path: str | os.PathLike =
         taps = tuple(resample.float().sum(0).tolist())
         if not torch.allclose(make_blur_kernel(taps), resample.float(), atol=1e-6):
             raise _refuse(path, "its resample filter is not separable")
-    lr_multiplier = float(generator.modules["mapping"].init_kwargs.get("lr_multiplier", 0.01))
+    lr_multiplier = _mapping_lr_multiplier(generator.modules["mapping"])
     model = StyleGAN2Generator(resolution, style_dim=w_dim, n_mlp=mapping_layers, channels=channels,
                                lr_mlp=lr_multiplier, blur_taps=taps)
     model.set_conv_clamp(_conv_clamp(synthesis))
