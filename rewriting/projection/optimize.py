@@ -189,6 +189,7 @@ def _optimise(generator, latent, noises, loss_of_images, steps, lr, w_noise, w_n
 
 
 def project(generator, targets: torch.Tensor, steps: int = 500, w_plus_steps: int = 0, lr: float = 0.1,
+            w_plus_lr: float | None = None,
             pixel_weight: float = 1.0, noise_regularize: float = 1e5, optimize_noise: bool = True,
             w_noise: float = 0.05, w_noise_ramp: float = 0.75, perceptual: str = "auto", segmenter=None,
             mean_latent_samples: int = 10000, start_candidates: int = 0, seed: int = 0,
@@ -196,6 +197,7 @@ def project(generator, targets: torch.Tensor, steps: int = 500, w_plus_steps: in
     """Latents that redraw targets (N, 3, H, W) in [-1, 1]: `steps` in w, then `w_plus_steps` in w+.
 
     start_candidates: 0 starts from the mean w (rosinality's); N > 0 from the best of N sampled w by the loss.
+    w_plus_lr: the w+ phase's peak learning rate (default: lr); lower keeps the styles nearer the w solution.
     """
     check_generator(generator)
     if steps < 1 or w_plus_steps < 0:
@@ -203,7 +205,7 @@ def project(generator, targets: torch.Tensor, steps: int = 500, w_plus_steps: in
     size = generator.size
     if targets.dim() != 4 or targets.shape[1] != 3 or tuple(targets.shape[-2:]) != (size, size):
         raise RewritingError(f"targets must be (N, 3, {size}, {size}) for this generator; got {tuple(targets.shape)}")
-    settings = {"steps": steps, "w_plus_steps": w_plus_steps, "lr": lr, "pixel_weight": pixel_weight,
+    settings = {"steps": steps, "w_plus_steps": w_plus_steps, "lr": lr, "w_plus_lr": w_plus_lr, "pixel_weight": pixel_weight,
                 "noise_regularize": noise_regularize, "optimize_noise": optimize_noise, "w_noise": w_noise,
                 "w_noise_ramp": w_noise_ramp, "perceptual": perceptual, "mean_latent_samples": mean_latent_samples,
                 "start_candidates": start_candidates, "seed": seed}
@@ -231,6 +233,6 @@ def project(generator, targets: torch.Tensor, steps: int = 500, w_plus_steps: in
         if w_plus_steps:
             # w+ starts where w ended; no w noise: the w phase already chose the basin.
             latent = latent.detach()[:, None].repeat(1, num_styles(generator), 1).requires_grad_(True)
-            _optimise(generator, latent, noises, loss_of_images, w_plus_steps, **{**options, "w_noise": 0.0})
+            _optimise(generator, latent, noises, loss_of_images, w_plus_steps, **{**options, "w_noise": 0.0, "lr": lr if w_plus_lr is None else w_plus_lr})
             space = "w+"
     return Projection(latent.detach(), [n.detach() for n in noises], space, perceptual_name, losses, settings, notes)
