@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -48,9 +49,10 @@ def edited_generator(generator, segmenter, delta: str | None, statistics_samples
     if delta:
         return apply_deltas(edited, [delta]), f"the delta {delta}"
     spec = spec_from_config(OmegaConf.load(ROOT / "conf" / "edit" / "spire_to_tree.yaml"), generator, segmenter)
-    rewrite(edited, spec, layer=6, segmenter=segmenter, statistics_samples=statistics_samples,
+    method = instantiate(OmegaConf.load(ROOT / "conf" / "method" / "rank_one.yaml"))  # run.py's default method
+    rewrite(edited, spec, method, layer=6, segmenter=segmenter, statistics_samples=statistics_samples,
             trainer_options={"logger": False, "enable_progress_bar": False, "accelerator": "cpu"}, progress=False)
-    return edited, "conf/edit/spire_to_tree.yaml fitted at layer 6 (rank one)"
+    return edited, "conf/edit/spire_to_tree.yaml fitted at layer 6 with conf/method/rank_one.yaml"
 
 
 @torch.no_grad()
