@@ -31,3 +31,7 @@ class OptimizationError(RewritingError):
 
 class WeightsUnavailableError(RewritingError):
     """Pretrained metric weights (LPIPS, Inception) are absent and cannot be downloaded."""
+
+
+class PhotoError(RewritingError):
+    """A photo to project cannot be read, has unusable channels, or is too large."""
