@@ -12,7 +12,7 @@ from rewriting.models.checkpoints import estimate_latent_avg, save_stylegan2
 from rewriting.models.stylegan2 import StyleGAN2Generator
 
 def find_reference_dir() -> Path:
-    """shared/reference beside the checkout (as CI and sessions lay it out), or $REWRITING_REFERENCE."""
+    """shared/reference beside the checkout (as CI lays it out), or $REWRITING_REFERENCE."""
     import os
     if os.environ.get("REWRITING_REFERENCE"):
         return Path(os.environ["REWRITING_REFERENCE"])

@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "conf"
-sys.path.insert(0, str(ROOT / "experiments"))  # the scripts import their shared helpers by name
+for folder in ("paper", "toytown", "bench"):  # the scripts import their shared helpers by name
+    sys.path.insert(0, str(ROOT / "experiments" / folder))
 
 import layer_sweep  # noqa: E402
 import method_comparison  # noqa: E402
@@ -215,7 +216,7 @@ def test_metric_sample_counts_cpu_default_and_paper_setting():
 
 def test_precision_check_measures_bf16_against_float32(tiny_checkpoint, tmp_path):
     out = tmp_path / "precision.json"
-    command = [sys.executable, "experiments/precision_check.py", "--checkpoint", str(tiny_checkpoint),
+    command = [sys.executable, "experiments/bench/precision_check.py", "--checkpoint", str(tiny_checkpoint),
                "--layer", "4", "--images", "8", "--steps", "20", "--device", "cpu", "--out", str(out)]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -249,7 +250,7 @@ def run_share_finetune(make_generator, tmp_path, *options: str):
     start.mkdir()
     save_stylegan2(make_generator(size=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}), start / "generator_ema.pt")
     out = tmp_path / "out"
-    command = [sys.executable, "experiments/train_toytown_generator.py", "--resume", str(start), "--out", str(out),
+    command = [sys.executable, "experiments/toytown/train_toytown_generator.py", "--resume", str(start), "--out", str(out),
                "--device", "cpu", "--threads", "1", "--batch", "4", "--max-steps", "3", "--minutes", "5",
                "--share-weight", "50", "--share-target-images", "200", "--log-every", "1", *options]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -317,7 +318,7 @@ def test_patch_discriminator_finetune_trains_only_the_late_layers_and_resumes_it
     assert torch.equal(before.layer_input(z, 7).features, after.layer_input(z, 7).features)
     assert not torch.equal(before(z), after(z))
     # A second run resumes the patch discriminator it saved rather than starting a fresh one.
-    command = [sys.executable, "experiments/train_toytown_generator.py", "--resume", str(out), "--out",
+    command = [sys.executable, "experiments/toytown/train_toytown_generator.py", "--resume", str(out), "--out",
                str(tmp_path / "again"), "--device", "cpu", "--threads", "1", "--batch", "4", "--max-steps", "1",
                "--discriminator", "patch", "--lr", "0", "--r1-every", "1000"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -333,7 +334,7 @@ def test_checkpoint_selection_prefers_the_generator_whose_part_shares_match_the_
     untrained = tmp_path / "untrained.pt"
     save_stylegan2(make_generator(size=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}), untrained)
     out = tmp_path / "selection.json"
-    command = [sys.executable, "experiments/select_toytown_checkpoint.py", str(untrained), str(BUNDLED["toytown"]),
+    command = [sys.executable, "experiments/toytown/select_toytown_checkpoint.py", str(untrained), str(BUNDLED["toytown"]),
                "--samples", "60", "--edit-seeds", "1", "--edit-samples", "40", "--scratch", str(tmp_path / "edits"),
                "--out", str(out)]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -343,7 +344,7 @@ def test_checkpoint_selection_prefers_the_generator_whose_part_shares_match_the_
     trained, random = report["checkpoints"][str(BUNDLED["toytown"])], report["checkpoints"][str(untrained)]
     assert trained["largest_relative_difference"] < random["largest_relative_difference"]
     assert trained["segmenter_fid"] < random["segmenter_fid"]
-    # edit seed 1 is `python run.py`'s own edit; seed 2 is the one of 16 whose pasted spire spills (results/spire_to_tree_requests)
+    # edit seed 1 is `python run.py`'s own edit; seed 2 is the one of 16 whose pasted spire spills
     edit = trained["default_edit"]["edit_seeds"]["1"]
     assert edit["edit_success"] > 0.2 and edit["undesired_change_l1"] < 0.05
     assert random["default_edit"]["mean_edit_success"] < edit["edit_success"] and not random["meets_bars"]
@@ -358,86 +359,6 @@ def test_checkpoint_selection_bars_need_the_shares_and_the_default_edit():
     assert not meets_bars({"largest_relative_difference": 0.2, "default_edit": {**edit, "mean_edit_success": 0.4}})
     assert not meets_bars({"largest_relative_difference": 0.2, "default_edit": {**edit, "mean_undesired_change_l1": 0.06}})
     assert meets_bars({"largest_relative_difference": 0.2})  # shares only, when no edit seeds were given
-
-
-def test_mapping_only_checkpoints_pack_small_and_unpack_to_the_same_images(make_generator, tmp_path):
-    import toytown_mapping_checkpoints as mappings
-    from rewriting.models.checkpoints import read_checkpoint, save_stylegan2, stylegan2_from_checkpoint
-    base = make_generator(size=32, seed=0)
-    save_stylegan2(base, tmp_path / "base.pt")
-    tuned = make_generator(size=32, seed=0)
-    with torch.no_grad():
-        for parameter in tuned.style.parameters():
-            parameter.add_(0.1)
-    save_stylegan2(tuned, tmp_path / "tuned_step42.pt")
-    packed = tmp_path / "mappings.safetensors"
-    mappings.main(["pack", str(tmp_path / "tuned_step42.pt"), "--base", str(tmp_path / "base.pt"), "--out", str(packed)])
-    mappings.main(["unpack", str(packed), "--step", "42", "--base", str(tmp_path / "base.pt"),
-                   "--out", str(tmp_path / "rebuilt.pt")])
-    rebuilt = stylegan2_from_checkpoint(read_checkpoint(tmp_path / "rebuilt.pt")).eval()
-    z = torch.randn(4, base.z_dim, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        assert torch.equal(rebuilt(z), tuned.eval()(z)) and not torch.equal(rebuilt(z), base.eval()(z))
-    assert packed.stat().st_size < (tmp_path / "tuned_step42.pt").stat().st_size
-
-    other = make_generator(size=32, seed=5)  # a different synthesis network: not a mapping-only fine-tune
-    save_stylegan2(other, tmp_path / "other_step7.pt")
-    with pytest.raises(SystemExit, match="base generator with sha256"):  # unpacking onto another base
-        mappings.main(["unpack", str(packed), "--step", "42", "--base", str(tmp_path / "other_step7.pt"),
-                       "--out", str(tmp_path / "wrong.pt")])
-    with pytest.raises(SystemExit, match="not a mapping-only fine-tune"):
-        mappings.main(["pack", str(tmp_path / "other_step7.pt"), "--base", str(tmp_path / "base.pt"),
-                       "--out", str(tmp_path / "x.safetensors")])
-
-
-def test_compare_requests_judges_a_request_on_the_seeds_it_was_not_chosen_on(tmp_path):
-    import compare_requests
-
-    def sweep(name, success_by_seed, l1=0.02):
-        folder = tmp_path / name
-        folder.mkdir()
-        with open(folder / "runs.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["edit", "layer", "seed", "edit_success", "undesired_change_l1"])
-            writer.writeheader()
-            for seed, success in success_by_seed.items():
-                writer.writerow({"edit": "spire_to_tree", "layer": 6, "seed": seed, "edit_success": success,
-                                 "undesired_change_l1": l1})
-                writer.writerow({"edit": "spire_to_tree", "layer": 7, "seed": seed, "edit_success": 0.0,
-                                 "undesired_change_l1": 0.5})
-        return folder
-
-    first = sweep("first", {1: 0.2, 2: 0.2, 3: 0.5, 4: 0.1, 5: 0.30})
-    largest = sweep("largest", {1: 0.9, 2: 0.9, 3: 0.2, 4: 0.6, 5: 0.305}, l1=0.04)
-    result = compare_requests.main([str(first), str(largest), "--layer", "6", "--baseline", str(first),
-                                    "--chosen-on", "1", "2", "--out", str(tmp_path / "summary.json")])
-    chosen = result["requests"]["largest"]
-    # Seeds 1-2 made the choice look good; only seeds 3-5 judge it: worse, better, a tie.
-    assert chosen["mean_edit_success_seeds_chosen_on"] == pytest.approx(0.9)
-    assert chosen["mean_edit_success_held_out_seeds"] == pytest.approx((0.2 + 0.6 + 0.305) / 3)
-    assert chosen["held_out_against_baseline"] == {"better": 1, "within_0.01": 1, "worse": 1}
-    assert chosen["seeds_reaching_bar"] == 3 and chosen["largest_undesired_change_l1"] == pytest.approx(0.04)
-    assert result["requests"]["first"]["seeds_reaching_bar"] == 1
-    # Both bars: success >= 0.5 and masked L1 <= 0.05 on the same seed.
-    spilling = sweep("spilling", {1: 0.9, 2: 0.6, 3: 0.2, 4: 0.1, 5: 0.7})
-    with open(spilling / "runs.csv", "a", newline="") as handle:
-        handle.write("spire_to_tree,6,6,0.95,0.12\n")
-    both = compare_requests.main([str(first), str(spilling), "--layer", "6", "--baseline", str(first)])
-    assert both["requests"]["spilling"]["seeds_over_undesired_bar"] == 1
-    assert both["requests"]["spilling"]["seeds_meeting_both_bars"] == 3  # seeds 1, 2, 5; seed 6 spills
-    assert both["requests"]["spilling"]["mean_undesired_change_l1"] == pytest.approx((5 * 0.02 + 0.12) / 6)
-    assert json.loads((tmp_path / "summary.json").read_text())["requests"]["largest"]["seeds"] == 5
-    with pytest.raises(SystemExit, match="no run at layer 5"):
-        compare_requests.main([str(first), "--layer", "5", "--baseline", str(first)])
-    # Each request at its own layer: "largest" read at layer 7 is a sweep of zeros there.
-    own_layers = compare_requests.main([str(first), str(largest), "--layer", "6", "7", "--baseline", str(first)])
-    assert own_layers["requests"]["largest"]["layer"] == 7
-    assert own_layers["requests"]["largest"]["mean_edit_success"] == 0.0
-    assert own_layers["requests"]["first"]["mean_edit_success"] == pytest.approx(1.3 / 5)
-    # --seeds: a sweep of seeds 1-6 read beside one of seeds 1-5, on the seeds they share.
-    shared = compare_requests.main([str(first), str(spilling), "--layer", "6", "--baseline", str(first),
-                                    "--seeds", "3", "6"])
-    assert shared["requests"]["spilling"]["seeds"] == 4 and shared["requests"]["first"]["seeds"] == 3
-    assert shared["requests"]["spilling"]["mean_edit_success"] == pytest.approx((0.2 + 0.1 + 0.7 + 0.95) / 4)
 
 
 def test_a_changed_request_is_resolved_anew_so_reused_runs_cannot_replay_the_old_one(tmp_path):
@@ -512,7 +433,7 @@ def _train_tiny_regression_generator(make_generator, tmp_path, *options: str) ->
     save_stylegan2(make_generator(size=64, style_dim=128, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}),
                    start / "generator_ema.pt")
     out = tmp_path / "out"
-    command = [sys.executable, "experiments/train_toytown_generator.py", "--objective", "regression", *options,
+    command = [sys.executable, "experiments/toytown/train_toytown_generator.py", "--objective", "regression", *options,
                "--resume", str(start), "--out", str(out), "--device", "cpu", "--threads", "1", "--batch", "8",
                "--max-steps", "30", "--minutes", "5", "--lr", "0.01", "--ema-kimg", "0.001", "--log-every", "10"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -662,7 +583,7 @@ def test_window_painting_finetune_moves_only_the_layers_after_its_layer(toytown_
     start = tmp_path / "start.pt"
     save_stylegan2(make_generator(size=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}), start)
     out = tmp_path / "out"
-    command = [sys.executable, "experiments/paint_toytown_windows.py", "--checkpoint", str(start), "--out", str(out),
+    command = [sys.executable, "experiments/toytown/paint_toytown_windows.py", "--checkpoint", str(start), "--out", str(out),
                "--device", "cpu", "--threads", "1", "--batch", "4", "--max-steps", "3", "--log-every", "1",
                "--train-after-layer", "6", "--lr", "0.01", "--ema-kimg", "0.001"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -100,7 +100,7 @@ def test_min_piece_drops_segmenter_specks_from_the_regions(toytown):
     config.request.context.count = 8
     config.request.copy = {"label": "tree", "nth": 0}
     # The first edit seed (of the bundled generator's first eight) whose context has an image showing
-    # only spire fragments: seed 5 for the generator bundled since 2026-11-27 (seed 8 before).
+    # only spire fragments: seed 5 for the bundled generator.
     for seed in range(1, 9):
         config.request.min_piece, config.seed = 1, seed
         plain = spec_from_config(config, generator, segmenter)

@@ -22,8 +22,8 @@ with torch.no_grad():
 save_stylegan2(generator, sys.argv[1])
 PY
 EDIT=${REQUEST:+--edit $REQUEST}
-python experiments/bench.py --checkpoint "$OUT/random256.pt" --layer 8 --images "$IMAGES" --device "$DEVICE" \
+python experiments/bench/bench.py --checkpoint "$OUT/random256.pt" --layer 8 --images "$IMAGES" --device "$DEVICE" \
   --steps "$STEPS" $EDIT --out "$OUT/bench_random256_layer8_$DEVICE.json"
-python experiments/precision_check.py --checkpoint "$OUT/random256.pt" --layer 8 --device "$DEVICE" \
+python experiments/bench/precision_check.py --checkpoint "$OUT/random256.pt" --layer 8 --device "$DEVICE" \
   --images "$(( IMAGES < 200 ? IMAGES : 200 ))" --steps "$STEPS" $EDIT --out "$OUT/precision_random256_layer8_$DEVICE.json"
 rm -f "$OUT/random256.pt"

@@ -2,7 +2,7 @@
 
 It measures edit success (which pixels are spires, which became trees), turns labels into
 masks, and supplies the features of a "segmenter FID" for Toytown samples. The shipped
-weights were trained by `experiments/train_toytown_segmenter.py` on renders augmented with
+weights were trained by `experiments/toytown/train_toytown_segmenter.py` on renders augmented with
 blur, colour jitter and noise, so that blurrier GAN samples are labelled well too.
 """
 
@@ -164,7 +164,7 @@ def load_segmenter(path: str | os.PathLike | None = None, device: torch.device |
     if not path.is_file():
         raise CheckpointError(
             f"Toytown segmenter weights not found at {path}. Train them with "
-            "`python experiments/train_toytown_segmenter.py` or pass the path of a saved segmenter."
+            "`python experiments/toytown/train_toytown_segmenter.py` or pass the path of a saved segmenter."
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -173,12 +173,12 @@ def load_segmenter(path: str | os.PathLike | None = None, device: torch.device |
     except (KeyError, TypeError, RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError, RewritingError) as error:
         raise CheckpointError(
             f"{path} is not a Toytown segmenter checkpoint ({error}). Re-save it with "
-            "`experiments/train_toytown_segmenter.py`."
+            "`experiments/toytown/train_toytown_segmenter.py`."
         ) from error
     if tuple(checkpoint["labels"]) != LABELS:
         raise CheckpointError(
             f"{path} was trained for labels {tuple(checkpoint['labels'])}, but this package uses {LABELS}. "
-            "Retrain it with `experiments/train_toytown_segmenter.py`."
+            "Retrain it with `experiments/toytown/train_toytown_segmenter.py`."
         )
     return segmenter.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
 
