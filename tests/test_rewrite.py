@@ -223,3 +223,24 @@ def test_reach_is_one_for_an_average_key_and_large_along_the_direction():
     direction = torch.randn(1, 12, dtype=torch.float64)
     aligned = (second_moment @ direction.t()).t() / (direction @ second_moment @ direction.t()).sqrt()
     assert reach(aligned * 3, direction, second_moment) > 5
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_lbfgs_fit_keeps_the_rank_and_lowers_the_loss(generator, spec, moments, rank):
+    adam = run_rewrite(generator, spec, moments, ConstrainedRewrite(rank=rank, steps=400, lr=0.01, init="closed_form"))
+    lbfgs = run_rewrite(generator, spec, moments, ConstrainedRewrite(rank=rank, steps=40, lr=1.0, init="closed_form",
+                                                                      optimizer="lbfgs"))
+    assert lbfgs.fit.final_loss < lbfgs.fit.initial_loss
+    if rank == 1:  # on the non-smooth L1 loss L-BFGS can stop early: at rank 2 here it ends at 1.2x Adam's loss
+        assert lbfgs.fit.final_loss <= adam.fit.final_loss * 1.01
+    assert input_axis_rank(lbfgs.delta) == rank
+    directions = lbfgs.directions.double()
+    weight = lbfgs.delta.reshape(lbfgs.delta.shape[-4:]).double()
+    off_span = weight - torch.einsum("oixy,ji,jk->okxy", weight, directions, directions)
+    assert off_span.abs().max() < 1e-5 * weight.abs().max()
+
+
+def test_lbfgs_refuses_the_projected_parametrization(generator, spec, moments):
+    with pytest.raises(ValueError, match="lbfgs"):
+        run_rewrite(generator, spec, moments, ConstrainedRewrite(steps=5, parametrization="projected",
+                                                                 optimizer="lbfgs"))

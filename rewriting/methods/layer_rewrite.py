@@ -4,6 +4,9 @@ Three parametrizations of the edited weight:
   "lambda":    W = W₀ + Λ D, only Λ is optimized (the rank-r constraint holds exactly);
   "projected": Adam on W, projected back to W₀ + proj_D(W − W₀) every few steps (the original);
   "free":      Adam on W with no constraint (the fine-tune-one-layer baseline).
+Optimizers: "adam" (one Adam step per training step, `steps` of them) or "lbfgs" (one training step
+that runs L-BFGS with a strong-Wolfe line search for up to `steps` iterations: Λ has only
+out×r×k×k unknowns, so a quasi-Newton method reaches a lower loss in a tenth of Adam's steps).
 """
 from __future__ import annotations
 
@@ -27,10 +30,17 @@ class LayerRewrite(pl.LightningModule):
 
     def __init__(self, layer_module: torch.nn.Module, target: RewriteTarget, directions: torch.Tensor | None,
                  steps: int = 2001, lr: float = 0.05, parametrization: str = "lambda",
-                 projection_every: int = 10, initial_lambda: torch.Tensor | None = None):
+                 projection_every: int = 10, initial_lambda: torch.Tensor | None = None, optimizer: str = "adam"):
         super().__init__()
         if parametrization not in ("lambda", "projected", "free"):
             raise ValueError(f"parametrization={parametrization!r}: use lambda, projected or free")
+        if optimizer not in ("adam", "lbfgs"):
+            raise ValueError(f"method.optimizer={optimizer!r}: use adam or lbfgs")
+        if optimizer == "lbfgs" and parametrization == "projected":
+            raise ValueError("method.optimizer=lbfgs needs parametrization lambda or free (projection steps "
+                             "would break its curvature estimates)")
+        self.optimizer_name = optimizer
+        self.automatic_optimization = optimizer == "adam"
         if parametrization != "free" and directions is None:
             raise ValueError(f"parametrization={parametrization!r} needs context directions")
         self.layer_module = layer_module
@@ -81,12 +91,27 @@ class LayerRewrite(pl.LightningModule):
                                                     self._device_tensor(self.noise), weight)
         return masked_l1(values, self.target_values, self.loss_weights)
 
-    def training_step(self, batch, batch_index):
+    def checked_loss(self) -> torch.Tensor:
         loss = self.loss_for(self.edited_weight())
         if not torch.isfinite(loss):
-            raise OptimizationError(f"the rewrite diverged at step {self.global_step} (loss {loss.item()}); "
+            raise OptimizationError(f"the rewrite diverged at step {len(self.loss_curve)} (loss {loss.item()}); "
                                     f"lower method.lr or the number of steps. Nothing was written.")
         self.loss_curve.append(loss.item())
+        return loss
+
+    def training_step(self, batch, batch_index):
+        if self.optimizer_name == "lbfgs":
+            optimizer = self.optimizers()
+
+            def closure():
+                optimizer.zero_grad()
+                loss = self.checked_loss()
+                self.manual_backward(loss)
+                return loss
+            optimizer.step(closure=closure)
+            self.log("loss", self.loss_curve[-1], prog_bar=True, on_step=True, on_epoch=False)
+            return None
+        loss = self.checked_loss()
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
@@ -102,7 +127,15 @@ class LayerRewrite(pl.LightningModule):
 
     def configure_optimizers(self):
         optimized = self.lambda_ if self.parametrization == "lambda" else self.weight
+        if self.optimizer_name == "lbfgs":
+            return torch.optim.LBFGS([optimized], lr=self.lr, max_iter=self.steps, history_size=20,
+                                     line_search_fn="strong_wolfe")
         return torch.optim.Adam([optimized], lr=self.lr)
 
+    @property
+    def training_steps(self) -> int:
+        """Trainer steps: one per Adam step; L-BFGS runs all its iterations inside one."""
+        return 1 if self.optimizer_name == "lbfgs" else self.steps
+
     def train_dataloader(self):
-        return DataLoader(range(self.steps), batch_size=1)
+        return DataLoader(range(self.training_steps), batch_size=1)

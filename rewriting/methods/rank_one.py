@@ -81,16 +81,16 @@ class ConstrainedRewrite(LayerMethod):
 
     def __init__(self, rank: int = 1, steps: int = 2001, lr: float = 0.05, parametrization: str = "lambda",
                  projection_every: int = 10, init: str = "zero", tight_paste: bool = True,
-                 context_images: int | None = None, name: str | None = None):
+                 context_images: int | None = None, name: str | None = None, optimizer: str = "adam"):
         super().__init__(rank, tight_paste, context_images)
-        self.steps, self.lr = int(steps), float(lr)
+        self.steps, self.lr, self.optimizer = int(steps), float(lr), str(optimizer)
         self.parametrization, self.projection_every, self.init = parametrization, int(projection_every), init
         if name:
             self.name = name
 
     def describe(self) -> dict:
         return {**super().describe(), "steps": self.steps, "lr": self.lr, "parametrization": self.parametrization,
-                "projection_every": self.projection_every, "init": self.init}
+                "projection_every": self.projection_every, "init": self.init, "optimizer": self.optimizer}
 
     def fit(self, generator, layer, target, directions, trainer_options=None) -> LayerFit:
         started = time.perf_counter()
@@ -109,11 +109,11 @@ class ConstrainedRewrite(LayerMethod):
         cropped = crop_to_loss_region(target, module.weight.shape[-1])
         task = LayerRewrite(module, cropped, directions, self.steps, self.lr,
                             self.parametrization if self.uses_directions else "free",
-                            self.projection_every, initial)
+                            self.projection_every, initial, self.optimizer)
         options = {"accelerator": "auto", "devices": 1, "logger": False, "enable_checkpointing": False,
                    "enable_model_summary": False, "enable_progress_bar": False}
         options.update(trainer_options or {})
-        options["max_steps"] = self.steps
+        options["max_steps"] = task.training_steps
         device = weight0.device
         trainer = pl.Trainer(**options)
         with few_threads_for_small_work(cropped.trace.keys.numel() * module.weight.shape[0]):
