@@ -49,10 +49,16 @@ def refusal_reason(error: Exception, path: Path) -> str:
         name = refused.group(1)
         return (f"it asks to load the Python object {name}, which could run arbitrary code; a generator "
                 f"checkpoint holds only tensors, containers and numbers")
-    if "Unsupported operand" in text or "weights_only" in text.lower():
+    with open(path, "rb") as file:
+        head = file.read(2)
+    if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor a binary pickle
+        return "it could not be read by torch.load: it is not a PyTorch checkpoint (nor a pickle)"
+    if "Unsupported operand" in text:
         return ("it is not a plain PyTorch checkpoint of tensors and containers (a pickle that builds Python "
                 "objects could run arbitrary code, so it is not opened)")
-    return f"torch.load could not read it ({text.splitlines()[0] if text else type(error).__name__})"
+    cause = text.split("WeightsUnpickler error:")[-1].strip().splitlines()
+    cause = [line for line in cause if line.strip() and "weights_only" not in line and "torch.load" not in line]
+    return f"it could not be read by torch.load ({cause[0] if cause else type(error).__name__}); is it a complete checkpoint?"
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
