@@ -45,76 +45,66 @@ def serve(session):
 class PageDriver:
     """Mouse-level actions on the editor page."""
 
-    def __init__(self, page, session, handlers_display_size: int):
+    def __init__(self, page, session, display_size: int):
         self.page = page
         self.session = session
-        self.display_size = handlers_display_size
-        self.scale = None  # display px -> screen px, measured by calibrate()
-        self.offset = None
+        self.display_size = display_size
 
-    def canvas_box(self) -> dict:
-        return self.page.locator("#painter canvas").first.bounding_box()
+    def screen(self, x_display: float, y_display: float) -> tuple[float, float]:
+        """Where a display pixel of the canvas is on the screen."""
+        box = self.page.locator("#paint-overlay").bounding_box()
+        return (box["x"] + x_display * box["width"] / self.display_size,
+                box["y"] + y_display * box["height"] / self.display_size)
 
     def stroke(self, points: list[tuple[float, float]]) -> None:
         mouse = self.page.mouse
         mouse.move(*points[0])
         mouse.down()
         for point in points[1:]:
-            mouse.move(*point, steps=2)
+            mouse.move(*point, steps=4)
         mouse.up()
 
     def set_kind(self, kind: str) -> None:
         self.page.locator("#kind").get_by_label(kind, exact=True).check()
 
-    def open_image(self, image_id: int) -> None:
-        box = self.page.locator("#image-id input")
-        box.fill(str(image_id))
-        self.page.click("#open-image")
-        self.wait_status(f"Painting on image {image_id}.")
+    def set_brush(self, width: int) -> None:
+        self.page.eval_on_selector("#paint-brush", "(control, width) => { control.value = width; }", width)
 
-    def wait_status(self, text: str, timeout: float = 120_000) -> str:
-        self.page.wait_for_function(
-            "text => document.querySelector('#status').innerText.includes(text)", arg=text, timeout=timeout)
+    def click_and_wait(self, selector: str, pattern: str, timeout: float = 120_000) -> str:
+        """Click, then wait for the event to finish with a status matching `pattern` (a JS regex).
+
+        Gradio marks the status "pending" while an event runs; an observer notes that it happened, so an
+        answer identical to the status before the click is still waited for."""
+        self.page.evaluate("""() => {
+            const wrapper = document.querySelector('#status [data-testid=markdown-wrapper]');
+            window.statusWentPending = false;
+            if (window.statusObserver) window.statusObserver.disconnect();
+            window.statusObserver = new MutationObserver(() => {
+                if (wrapper.classList.contains('pending')) window.statusWentPending = true; });
+            window.statusObserver.observe(wrapper, {attributes: true});
+        }""")
+        self.page.click(selector)
+        self.page.wait_for_function("""pattern => {
+            const wrapper = document.querySelector('#status [data-testid=markdown-wrapper]');
+            return window.statusWentPending && !wrapper.classList.contains('pending')
+                && new RegExp(pattern).test(document.querySelector('#status').innerText);
+        }""", arg=pattern, timeout=timeout)
         return self.page.locator("#status").inner_text()
 
+    def open_image(self, image_id: int) -> None:
+        self.page.locator("#image-id input").fill(str(image_id))
+        self.click_and_wait("#open-image", f"Painting on image {image_id}\\.")
+        self.page.wait_for_selector(f'#paint-area[data-image-id="{image_id}"] #paint-overlay')
+
     def mark(self) -> str:
-        self.page.click("#mark")
-        self.page.wait_for_function(
-            "() => /Marked|Error|nothing is painted/.test(document.querySelector('#status').innerText)",
-            timeout=60_000)
-        text = self.page.locator("#status").inner_text()
-        # The canvas is reset to the bare image after each mark; wait for that before painting again.
-        self.page.wait_for_timeout(400)
-        return text
-
-    def calibrate(self, image_id: int = 0) -> None:
-        """Where display pixels are on screen: paint two dots, read back where the session marked them."""
-        box = self.canvas_box()
-        centre = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        found = []
-        for dx, dy in ((-40, -40), (40, 40)):
-            point = centre[0] + dx, centre[1] + dy
-            self.open_image(image_id)
-            self.set_kind("context")
-            self.stroke([point, (point[0] + 1, point[1] + 1)])
-            assert "Marked" in self.mark(), self.page.locator("#status").inner_text()
-            mask = self.session.masks["context"].pop(image_id)
-            rows, columns = torch.nonzero(mask > 0, as_tuple=True)
-            scale_to_display = self.display_size / mask.shape[-1]
-            found.append(((columns.float().mean().item() + 0.5) * scale_to_display,
-                          (rows.float().mean().item() + 0.5) * scale_to_display, point))
-        (x0, y0, p0), (x1, y1, p1) = found
-        self.scale = ((p1[0] - p0[0]) / (x1 - x0), (p1[1] - p0[1]) / (y1 - y0))
-        self.offset = (p0[0] - x0 * self.scale[0], p0[1] - y0 * self.scale[1])
-
-    def screen(self, x_display: float, y_display: float) -> tuple[float, float]:
-        return self.offset[0] + x_display * self.scale[0], self.offset[1] + y_display * self.scale[1]
+        return self.click_and_wait("#mark", "Marked|Error")
 
     def paint_mask(self, image_id: int, kind: str, mask: torch.Tensor) -> str:
         """Paint the rows of `mask` (H, W at the image's size) with horizontal strokes, then Mark region."""
         self.open_image(image_id)
         self.set_kind(kind)
         per_pixel = self.display_size / mask.shape[-1]
+        self.set_brush(max(1, round(per_pixel)))
         for row in range(mask.shape[0]):
             columns = torch.nonzero(mask[row] > 0).flatten()
             if len(columns) == 0:
@@ -122,6 +112,8 @@ class PageDriver:
             y = (row + 0.5) * per_pixel
             left, right = (columns.min().item() + 0.5) * per_pixel, (columns.max().item() + 0.5) * per_pixel
             self.stroke([self.screen(left, y), self.screen(right, y)])
+        if os.environ.get("REWRITING_EDITOR_DEBUG"):
+            self.page.screenshot(path=f"/tmp/paint_{image_id}_{kind}.png", full_page=True)
         return self.mark()
 
     def gallery_images(self, element_id: str) -> list[np.ndarray]:

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rewriting import load_delta, load_edit, rewrite
 from rewriting.editor.config import compose_config, parse_arguments, session_from_config
 from rewriting.editor.handlers import Handlers
+from rewriting.editor.painter import data_url
 from rewriting.editor.session import mask_from_painting
 from rewriting.edits.config import spec_from_config
 from rewriting.errors import CheckpointError, EditSpecError, LayerError, OptimizationError
@@ -66,15 +68,24 @@ def test_painted_layer_becomes_the_mask_of_its_opaque_pixels():
     assert mask_from_painting(np.zeros((256, 256, 4), np.uint8)) is None
 
 
+def painted_value(image_id: int, layer: np.ndarray) -> str:
+    """What the page's Mark button sends: the canvas as a PNG data URL with its image id."""
+    return json.dumps({"image_id": image_id, "png": data_url(Image.fromarray(layer, "RGBA"))})
+
+
 def test_mark_region_handler_turns_strokes_into_a_region_and_refuses_an_empty_canvas(session):
     handlers = Handlers(session)
     layer = np.zeros((handlers.display_size,) * 2 + (4,), np.uint8)
-    layer[8:40, 8:40, 3] = 255
-    result = handlers.mark_region({"background": None, "layers": [layer]}, 5, "context")
+    layer[8:40, 8:40] = (255, 0, 255, 255)
+    result = handlers.mark_region(painted_value(5, layer), "context")
     assert "Marked the context region of image 5" in result["status"]
     assert 5 in session.masks["context"] and session.masks["context"][5][8:40, 8:40].min() == 1
-    empty = handlers.mark_region({"background": None, "layers": [np.zeros_like(layer)]}, 6, "copy")
-    assert empty["status"].startswith("**Error:**") and "nothing is painted" in empty["status"]
+    assert session.masks["context"][5].sum() == 32 * 32
+    empty = handlers.mark_region(painted_value(6, np.zeros_like(layer)), "copy")
+    assert empty["status"].startswith("**Error:**") and "nothing is painted on image 6" in empty["status"]
+    garbled = handlers.mark_region(json.dumps({"image_id": 6, "png": "data:image/png;base64,AAAA"}), "copy")
+    assert garbled["status"].startswith("**Error:**") and "reload the page" in garbled["status"]
+    assert "nothing is painted" in handlers.mark_region("", "copy")["status"]
     assert session.masks["copy"] == {}
 
 

@@ -1,7 +1,8 @@
 """The editor's web page (Gradio): every event calls one `EditorSession` method and shows what it did.
 
-Gradio (a maintained library made for model demos) gives the brush canvas, galleries and progress bars;
-the page is served from this machine only and makes no outbound calls (analytics off, system fonts).
+Gradio (a maintained library made for model demos) gives the page, galleries, progress bars and server; the
+brush canvas is our own (painter.py). The page is served from this machine only and makes no outbound calls
+(analytics off, system fonts).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr  # noqa: E402
 
 from .handlers import Choices, Handlers  # noqa: E402
+from .painter import SCRIPT, TAKE_PAINTED, controls_html  # noqa: E402
 from .session import MASK_KINDS, EditorSession  # noqa: E402
 
 LAYER_METHODS = ("rank_one", "rank_n", "closed_form", "rank_one_original", "finetune_layer")
@@ -45,12 +47,10 @@ def build_app(session: EditorSession) -> gr.Blocks:
                     open_image = gr.Button("Open image", elem_id="open-image")
             with gr.Column(scale=3):
                 kind = gr.Radio(list(MASK_KINDS), value="context", label="Paint the", elem_id="kind")
-                painter = gr.ImageEditor(
-                    handlers.painter_value(0), label="Paint here, then press Mark region", image_mode="RGBA",
-                    sources=(), transforms=(), layers=False, format="png", canvas_size=(size, size),
-                    fixed_canvas=True, brush=gr.Brush(default_size=max(4, size // 20), colors=["#ff00ff"],
-                                                      color_mode="fixed"),
-                    height=size + 120, elem_id="painter")
+                gr.Markdown("Paint on the image, then press **Mark region**.")
+                painter = gr.HTML(handlers.painter_value(0), elem_id="painter")
+                gr.HTML(controls_html(size), elem_id="paint-controls")
+                painted = gr.Textbox("", visible="hidden", elem_id="painted")
                 with gr.Row():
                     mark = gr.Button("Mark region", variant="primary", elem_id="mark")
                     undo = gr.Button("Undo last context image", elem_id="undo-context")
@@ -116,7 +116,7 @@ def build_app(session: EditorSession) -> gr.Blocks:
 
         page_names = ["gallery", "page", "status"]
         open_names = ["painter", "image_id", "id_box", "status", "picker"]
-        mask_names = ["marked", "marked_summary", "painter", "status"]
+        mask_names = ["marked", "marked_summary", "status"]
         stack_names = ["rules_on", "rule_choice", "gallery", "page", "status"]
         on(previous_page.click, lambda n: handlers.show_page(int(n or 0) - 1), page, page_names)
         on(next_page.click, lambda n: handlers.show_page(int(n or 0) + 1), page, page_names)
@@ -127,7 +127,8 @@ def build_app(session: EditorSession) -> gr.Blocks:
         def select_image(page_number, event: gr.SelectData):
             return handlers.select_image(page_number, event.index)
         on(gallery.select, select_image, page, open_names)
-        on(mark.click, handlers.mark_region, [painter, image_id, kind], mask_names)
+        callback, outputs = wire(handlers.mark_region, mask_names)
+        mark.click(callback, [painted, kind], outputs, js=TAKE_PAINTED)
         if picker is not None:
             def pick(number, mask_kind, event: gr.SelectData):
                 return handlers.pick_part(number, mask_kind, *event.index)
@@ -159,5 +160,6 @@ def launch(session: EditorSession, host: str = "127.0.0.1", port: int = 7860, bl
     app.queue(default_concurrency_limit=1)  # one model: edits run one at a time
     _, url, _ = app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, inbrowser=False,
                            share=False, show_error=True, quiet=not block, theme=theme(), footer_links=[],
-                           ssr_mode=False, pwa=False, mcp_server=False)
+                           ssr_mode=False, pwa=False, mcp_server=False,
+                           head=f"<script>{SCRIPT}</script>")
     return app, url

@@ -16,6 +16,7 @@ import torch
 from ..edits.masks import resize_mask
 from ..errors import RewritingError
 from ..visualize import outline
+from .painter import painter_html, read_painted
 from .session import MASK_KINDS, EditorSession, mask_from_painting, to_pil
 
 log = logging.getLogger("rewriting.editor")
@@ -74,9 +75,8 @@ class Handlers:
         listed = {kind: ", ".join(str(i) for i in self.session.masks[kind]) or "none" for kind in MASK_KINDS}
         return f"Context on images: {listed['context']} · copy from: {listed['copy']} · paste on: {listed['paste']}"
 
-    def painter_value(self, image_id: int) -> dict:
-        background = to_pil(self.session.images([int(image_id)])[0], self.display_size)
-        return {"background": background, "layers": [], "composite": background}
+    def painter_value(self, image_id: int) -> str:
+        return painter_html(to_pil(self.session.images([int(image_id)])[0], self.display_size), int(image_id))
 
     def picker_value(self, image_id: int):
         return to_pil(self.session.images([int(image_id)])[0], self.display_size)
@@ -118,16 +118,17 @@ class Handlers:
         return self.open_image(int(page or 0) * PER_PAGE + int(index))
 
     @shown_in_page
-    def mark_region(self, painted: dict | None, image_id, kind: str) -> dict:
-        """The painted strokes on the canvas become the `kind` region of the image (added to what is marked)."""
-        layers = (painted or {}).get("layers") or []
-        masks = [mask for mask in (mask_from_painting(layer) for layer in layers) if mask is not None]
-        if not masks:
-            raise RewritingError(f"nothing is painted on image {int(image_id)}: paint the {kind} region with the "
-                                 "brush, then press Mark region")
-        self.session.set_mask(kind, int(image_id), torch.stack(masks).amax(0))
-        return {**self.masks_changed(f"Marked the {kind} region of image {int(image_id)}."),
-                "painter": self.painter_value(image_id)}
+    def mark_region(self, painted: str | None, kind: str) -> dict:
+        """The strokes painted on the canvas (painter.read_painted's value) become the `kind` region of its image."""
+        read = read_painted(painted)
+        mask = mask_from_painting(read[1]) if read is not None else None
+        if mask is None:
+            where = f"image {read[0]}" if read is not None else "the image"
+            raise RewritingError(f"nothing is painted on {where}: paint the {kind} region with the brush, then "
+                                 "press Mark region")
+        image_id = read[0]
+        self.session.set_mask(kind, image_id, mask)
+        return self.masks_changed(f"Marked the {kind} region of image {image_id}.")
 
     @shown_in_page
     def pick_part(self, image_id, kind: str, x: int, y: int) -> dict:
