@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from editor_browser import PageDriver, chromium_path, serve
 from rewriting import load_delta
+from rewriting.editor.browser import PageDriver, chromium_path, serve
 from test_editor import STATISTICS
 
 pytest.importorskip("gradio", reason="the editor needs gradio: pip install -e '.[dev,editor]'")
@@ -88,8 +88,7 @@ def test_paint_apply_and_save_in_a_real_browser(served, regions, tmp_path):
         assert (painted * (~grown(paste_mask, 3)).float()).sum() < 0.1 * painted.sum()
 
         page.screenshot(path=str(tmp_path / "before_apply.png"), full_page=True)
-        assert "Applied" in driver.click_and_wait("#apply", "Applied|Error")
-        page.wait_for_function("() => document.querySelectorAll('#after img').length > 0", timeout=30_000)
+        assert "Applied" in driver.apply()
         page.screenshot(path=str(tmp_path / "after_apply.png"), full_page=True)
         before, after = driver.gallery_images("before"), driver.gallery_images("after")
         assert len(before) == len(after) >= 5

@@ -68,9 +68,9 @@ def build_app(session: EditorSession) -> gr.Blocks:
             with gr.Accordion("Pick by label: click a part of the open image to mark it", open=False):
                 picker = gr.Image(handlers.picker_value(0), label=f"Labels: {', '.join(session.labels)}",
                                   interactive=False, format="png", height=size + 40, elem_id="picker")
-        before = gr.Gallery([], label="Before (paste, context, held-out samples)", columns=9, height=170,
+        before = gr.Gallery([], label="Before (paste, context, held-out samples)", columns=10, height=170,
                             allow_preview=False, format="png", elem_id="before")
-        after = gr.Gallery([], label="After", columns=9, height=170, allow_preview=False, format="png",
+        after = gr.Gallery([], label="After", columns=10, height=170, allow_preview=False, format="png",
                            elem_id="after")
         with gr.Row():
             with gr.Column():

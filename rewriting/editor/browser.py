@@ -1,4 +1,4 @@
-"""Driving the editor's page in a real Chromium with Playwright: shared by the browser test and the benchmark.
+"""Driving the editor's page in a real Chromium with Playwright (the browser test and the Apply benchmark).
 
 The page is served in this process (so a test can look at the session behind it); the browser paints with
 mouse events on the brush canvas exactly as a user does.
@@ -115,6 +115,16 @@ class PageDriver:
         if os.environ.get("REWRITING_EDITOR_DEBUG"):
             self.page.screenshot(path=f"/tmp/paint_{image_id}_{kind}.png", full_page=True)
         return self.mark()
+
+    def apply(self) -> str:
+        """Press Apply; returns once the answer is in and every picture of the After row has loaded."""
+        text = self.click_and_wait("#apply", "Applied|Error", timeout=600_000)
+        if "Applied" in text:
+            self.page.wait_for_function(
+                "() => { const shown = Array.from(document.querySelectorAll('#after img'));"
+                " return shown.length > 0 && shown.every(image => image.complete && image.naturalWidth > 0); }",
+                timeout=60_000)
+        return text
 
     def gallery_images(self, element_id: str) -> list[np.ndarray]:
         """The pictures a gallery shows, fetched as the browser got them, each (H, W, 3) uint8."""
