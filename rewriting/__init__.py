@@ -1,6 +1,7 @@
 """Model rewriting: change a rule of a trained generator by a constrained low-rank edit of one layer."""
 from .deltas import apply_deltas, load_delta, revert_deltas, save_delta
-from .edits.spec import EditRequest, EditSpec, Region, load_edit
+from .edits.loading import load_edit
+from .edits.spec import EditRequest, EditSpec, Region
 from .models import load_generator
 from .rewrite import RewriteResult, rewrite
 

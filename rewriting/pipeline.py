@@ -20,14 +20,15 @@ from .deltas import package_version, save_delta
 from .edits.config import spec_from_config
 from .edits.reach import ReachScorer
 from .edits.resolve import generated_images, label_indices
-from .edits.spec import spec_hash
+from .edits.hashing import spec_hash
 from .errors import RewritingError
 from .features import layer_values, noise_for, trace_layer
 from .lightning_compat import pl
 from .models.nvlabs_export import save_edited_generator
 from .models.download import sha256_file
 from .rewrite import RewriteResult, rewrite
-from .statistics import SecondMoment, latents_for_statistics, second_moment
+from .statistics import second_moment
+from .statistics_batches import SecondMoment, latents_for_statistics
 from .visualize import image_grid, outline
 
 log = logging.getLogger("rewriting")

@@ -22,7 +22,7 @@ from .cli import prepare_argv, report_error
 from .deltas import apply_deltas, load_delta, package_version, save_delta
 from .edits.config import spec_from_config
 from .edits.resolve import label_indices
-from .edits.spec import spec_hash
+from .edits.hashing import spec_hash
 from .errors import RewritingError
 from .pipeline import device_for, load_segmenter, reach_scorer_for, statistics_for
 from .projection import load_photo, project, render_projection, save_projection

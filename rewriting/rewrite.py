@@ -14,13 +14,15 @@ import torch
 from .deltas import add_delta
 from .edits.reach import LOW_REACH, region_directions, regions_reach
 from .edits.resolve import ResolvedRequest, resolve_request, stacked_masks
-from .edits.spec import EditSpec, load_edit, validate_image_ids
+from .edits.loading import load_edit, validate_image_ids
+from .edits.spec import EditSpec
 from .edits.targets import RewriteTarget, copy_paste_target, erase_target
 from .errors import EditSpecError, OptimizationError
 from .features import trace_images
 from .methods.rank_one import ConstrainedRewrite, LayerFit, LayerMethod
 from .methods.request_method import RequestFit, RequestMethod
-from .statistics import SecondMoment, second_moment as compute_or_load_second_moment
+from .statistics import second_moment as compute_or_load_second_moment
+from .statistics_batches import SecondMoment
 
 log = logging.getLogger("rewriting")
 

@@ -6,7 +6,7 @@ import time
 import torch
 
 from .distributed import ShardedSumTask, run_sharded
-from .statistics import SecondMoment, key_products, latents_for_statistics
+from .statistics_batches import SecondMoment, key_products, latents_for_statistics
 
 
 class SecondMomentTask(ShardedSumTask):

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from rewriting import load_edit, load_generator, rewrite
 from rewriting.cli import report_error
 from rewriting.edits.masks import encode_mask
-from rewriting.edits.spec import validate_image_ids
+from rewriting.edits.loading import validate_image_ids
 from rewriting.errors import CheckpointError, EditSpecError, LayerError, MaskError, OptimizationError
 from rewriting.methods.rank_one import ConstrainedRewrite
 from rewriting.pipeline import run

@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 from rewriting.edits import spec as spec_module
+from rewriting.edits.hashing import spec_hash
 from rewriting.edits.latents import latents_for_ids, latents_for_range
+from rewriting.edits.loading import load_edit, validate_image_ids
 from rewriting.edits.masks import (
     bounding_box,
     decode_mask,
@@ -19,14 +21,7 @@ from rewriting.edits.masks import (
     mask_centre,
     resize_mask,
 )
-from rewriting.edits.spec import (
-    EditRequest,
-    EditSpec,
-    Region,
-    load_edit,
-    spec_hash,
-    validate_image_ids,
-)
+from rewriting.edits.spec import EditRequest, EditSpec, Region
 from rewriting.errors import EditSpecError, MaskError
 
 

@@ -184,7 +184,7 @@ def test_layer_sweep_writes_its_table_and_names_a_best_layer(toytown_segmenter, 
 
 
 def test_layer_sweep_takes_request_overrides_at_resolution(toytown_segmenter, tmp_path):
-    from rewriting.edits.spec import load_edit
+    from rewriting.edits.loading import load_edit
 
     # edit.request.* does not exist in the replayed (edit=from_file) runs; it must shape the request only.
     layer_sweep.main(["--samples", "8", "--layers", "6", "--out", str(tmp_path / "sweep"), "--scratch",
@@ -364,7 +364,7 @@ def test_checkpoint_selection_bars_need_the_shares_and_the_default_edit():
 def test_a_changed_request_is_resolved_anew_so_reused_runs_cannot_replay_the_old_one(tmp_path):
     from paper_tables import resolved_edit_overrides
 
-    from rewriting.edits.spec import load_edit
+    from rewriting.edits.loading import load_edit
 
     def resolved(*extra):
         overrides = resolved_edit_overrides("spire_to_tree", 1, tmp_path, ["++edit.request.context.count=2", *extra])

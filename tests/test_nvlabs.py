@@ -85,7 +85,7 @@ def test_an_edit_of_a_pickle_equals_the_edit_of_its_source(tmp_path):
     write_network_pickle(path, nvlabs_generator_tree(source))
     loaded = load_generator(path)
     spec = copy_paste_spec_dict(layer=6)
-    from rewriting.edits.spec import load_edit
+    from rewriting.edits.loading import load_edit
     from rewriting.methods.rank_one import ClosedForm
     results = [rewrite(g, load_edit(spec), ClosedForm(), statistics_samples=64, progress=False,
                        statistics_cache=str(tmp_path / "cache")) for g in (source, loaded)]

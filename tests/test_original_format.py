@@ -13,7 +13,8 @@ from PIL import Image
 
 from rewriting.edits.masks import encode_mask
 from rewriting.edits.original_format import import_original
-from rewriting.edits.spec import EditSpec, Region, load_edit
+from rewriting.edits.loading import load_edit
+from rewriting.edits.spec import EditSpec, Region
 from rewriting.errors import EditSpecError
 
 REFERENCE_MASKS = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "masks"

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from rewriting import apply_deltas, load_delta, load_edit, load_generator
-from rewriting.edits.spec import spec_hash
+from rewriting.edits.hashing import spec_hash
 from rewriting.models.download import sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")

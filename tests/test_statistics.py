@@ -8,7 +8,8 @@ import torch
 
 from rewriting import statistics
 from rewriting.features import layer_keys
-from rewriting.statistics import compute_second_moment, latents_for_statistics, second_moment, solve, whitening
+from rewriting.statistics import compute_second_moment, second_moment, solve, whitening
+from rewriting.statistics_batches import latents_for_statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

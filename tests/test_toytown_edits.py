@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import rewriting
 from rewriting.edits.config import spec_from_config
 from rewriting.edits.resolve import label_masks, resolve_labels, without_small_pieces
-from rewriting.edits.spec import load_edit
+from rewriting.edits.loading import load_edit
 from rewriting.models.loading import BUNDLED
 from rewriting.toytown.segmenter import load_segmenter
 

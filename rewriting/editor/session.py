@@ -25,11 +25,14 @@ from ..atomic import write_json
 from ..deltas import add_delta, load_delta, package_version, revert_deltas, save_delta
 from ..edits.masks import encode_mask
 from ..edits.resolve import generated_images, label_names, mask_pieces
-from ..edits.spec import EditRequest, EditSpec, Region, load_edit, spec_hash
+from ..edits.hashing import spec_hash
+from ..edits.loading import load_edit
+from ..edits.spec import EditRequest, EditSpec, Region
 from ..errors import CheckpointError, EditSpecError, MaskError
 from ..features import noise_for
 from ..lightning_compat import pl
-from ..statistics import SecondMoment, latents_for_statistics, second_moment
+from ..statistics import second_moment
+from ..statistics_batches import SecondMoment, latents_for_statistics
 from ..visualize import outline, to_uint8
 
 MASK_KINDS = ("context", "copy", "paste")

@@ -31,7 +31,8 @@ from ..errors import EditSpecError
 from .reach import ReachScorer, default_reach_scorer
 from .resolve import (ONE_OBJECT_REGIONS, find_images_with_label, label_masks, label_region_mask, largest_component,
                       resolve_labels, without_small_pieces)
-from .spec import EditRequest, EditSpec, Region, load_edit
+from .loading import load_edit
+from .spec import EditRequest, EditSpec, Region
 
 
 def _get(config: Any, key: str, default=None):

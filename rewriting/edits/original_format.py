@@ -28,10 +28,10 @@ A JSON object with none of key/object/paste is not an edit request and is refuse
 from pathlib import Path
 from typing import Any
 
-from rewriting.edits.spec import EditRequest, EditSpec, Region, parse_json
+from rewriting.edits.json_checks import parse_json
+from rewriting.edits.spec import ORIGINAL_FORMAT_KEYS, EditRequest, EditSpec, Region
 from rewriting.errors import EditSpecError
 
-ORIGINAL_KEYS = ("key", "object", "paste", "query")
 ORIGINAL_ERASE_DRANK = 30  # the original app's Erase button zeroed 30 units
 
 
@@ -109,11 +109,11 @@ def import_original(
     where = f"original request {origin}"
     if not isinstance(parsed, dict) or not any(key in parsed for key in ("key", "object", "paste")):
         raise EditSpecError(f"{where} is not an edit request: {describe_non_request(parsed)}")
-    unknown = sorted(set(parsed) - set(ORIGINAL_KEYS))
+    unknown = sorted(set(parsed) - set(ORIGINAL_FORMAT_KEYS))
     if unknown:
         raise EditSpecError(
             f"{where} has unknown key(s) {', '.join(map(repr, unknown))}; the original format "
-            f"has only {', '.join(ORIGINAL_KEYS)}"
+            f"has only {', '.join(ORIGINAL_FORMAT_KEYS)}"
         )
 
     context_pairs = parsed.get("key", [])

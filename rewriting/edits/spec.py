@@ -44,24 +44,30 @@ Two kinds of request:
 original's "query", the image the user looked at).
 """
 
-import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rewriting.edits.json_checks import (
+    CURRENT_VERSION,
+    check_json_data,
+    check_version,
+    describe_value,
+    is_integer,
+    located,
+    object_fields,
+    parse_json,
+)
 from rewriting.edits.masks import decode_mask
 from rewriting.errors import EditSpecError
 
-CURRENT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
 MAX_SEED = 2**32 - 1  # numpy RandomState accepts seeds in [0, 2**32 - 1]
 
 _SPEC_FIELDS = (
@@ -75,50 +81,9 @@ PASTE_ANCHORS = ("centre", "bottom")  # where the copy's box goes on the paste r
 _REGION_FIELDS = ("image_id", "mask", "label", "resolved_mask")
 _GENERATOR_FIELDS = ("name", "path", "sha256")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ORIGINAL_FORMAT_KEYS = ("key", "object", "paste", "query")
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_data_url(source: str) -> bool:
-    return source.startswith("data:")
-
-
-@contextmanager
-def _located(where: str) -> Iterator[None]:
-    """Prefix errors raised inside with the place in the spec they concern."""
-    try:
-        yield
-    except EditSpecError as error:
-        raise type(error)(f"{where}: {error}") from error
-
-
-def _object_fields(
-    data: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
-) -> dict:
-    if not isinstance(data, dict):
-        raise EditSpecError(f"{where} must be a JSON object, got {_describe(data)}")
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise EditSpecError(
-            f"{where} has unknown field(s) {', '.join(map(repr, unknown))}; "
-            f"allowed fields: {', '.join(allowed)}"
-        )
-    missing = [name for name in required if name not in data]
-    if missing:
-        raise EditSpecError(
-            f"{where} is missing required field(s) {', '.join(map(repr, missing))}"
-        )
-    return data
+# The original implementation's request keys (edits/original_format.py); from_dict points such a
+# request to its importer.
+ORIGINAL_FORMAT_KEYS = ("key", "object", "paste", "query")
 
 
 @dataclass
@@ -131,16 +96,16 @@ class Region:
     resolved_mask: str | None = None
 
     def __post_init__(self) -> None:
-        if not _is_integer(self.image_id) or self.image_id < 0:
+        if not is_integer(self.image_id) or self.image_id < 0:
             raise EditSpecError(
-                f"image_id must be a non-negative integer, got {_describe(self.image_id)}"
+                f"image_id must be a non-negative integer, got {describe_value(self.image_id)}"
             )
         for name in ("mask", "label", "resolved_mask"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise EditSpecError(
                     f"{name} of the region of image {self.image_id} must be a non-empty "
-                    f"string, got {_describe(value)}"
+                    f"string, got {describe_value(value)}"
                 )
         if (self.mask is None) == (self.label is None):
             raise EditSpecError(
@@ -180,8 +145,8 @@ class Region:
     @classmethod
     def from_dict(cls, data: Any, where: str = "region") -> "Region":
         """Parse a region's JSON object; where names it in error messages."""
-        fields = _object_fields(data, where, _REGION_FIELDS, required=("image_id",))
-        with _located(where):
+        fields = object_fields(data, where, _REGION_FIELDS, required=("image_id",))
+        with located(where):
             return cls(**fields)
 
 
@@ -201,14 +166,14 @@ class EditRequest:
         if not isinstance(self.context, list) or not all(
             isinstance(region, Region) for region in self.context
         ):
-            raise EditSpecError(f"context must be a list of regions, got {_describe(self.context)}")
+            raise EditSpecError(f"context must be a list of regions, got {describe_value(self.context)}")
         for name in ("copy", "paste"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), Region):
                 raise EditSpecError(
-                    f"{name} must be a region or null, got {_describe(getattr(self, name))}"
+                    f"{name} must be a region or null, got {describe_value(getattr(self, name))}"
                 )
         if not isinstance(self.erase, bool):
-            raise EditSpecError(f"erase must be true or false, got {_describe(self.erase)}")
+            raise EditSpecError(f"erase must be true or false, got {describe_value(self.erase)}")
         if self.erase:
             self._check_erase()
         else:
@@ -234,7 +199,7 @@ class EditRequest:
             )
         if self.paste_anchor not in PASTE_ANCHORS:
             raise EditSpecError(
-                f"paste_anchor={_describe(self.paste_anchor)} is unknown; use centre (the copy's box "
+                f"paste_anchor={describe_value(self.paste_anchor)} is unknown; use centre (the copy's box "
                 f"centred on the paste region, the original's) or bottom (its bottom edge on the paste "
                 f"region's, for things that stand on something, such as a roof on a wall)"
             )
@@ -256,16 +221,16 @@ class EditRequest:
             )
         if self.erase_fill not in ERASE_FILLS:
             raise EditSpecError(
-                f"erase_fill={_describe(self.erase_fill)} is unknown; use zero_units (zero the "
+                f"erase_fill={describe_value(self.erase_fill)} is unknown; use zero_units (zero the "
                 f"drank most specific units, the original's) or surroundings (fill the region "
                 f"from around it)"
             )
         if self.drank is None and self.erase_fill == "surroundings":
             return
-        if not _is_integer(self.drank) or self.drank <= 0:
+        if not is_integer(self.drank) or self.drank <= 0:
             raise EditSpecError(
                 f"an erase request needs drank, the number of units to zero, as a positive "
-                f"integer (the original used 30), got {_describe(self.drank)}; or "
+                f"integer (the original used 30), got {describe_value(self.drank)}; or "
                 f"erase_fill: surroundings, which needs none"
             )
 
@@ -307,11 +272,11 @@ class EditRequest:
     @classmethod
     def from_dict(cls, data: Any, where: str = "request") -> "EditRequest":
         """Parse a request's JSON object; where names it in error messages."""
-        fields = _object_fields(data, where, _REQUEST_FIELDS)
+        fields = object_fields(data, where, _REQUEST_FIELDS)
         context_data = fields.get("context", [])
         if not isinstance(context_data, list):
             raise EditSpecError(
-                f"{where}.context must be a list of regions, got {_describe(context_data)}"
+                f"{where}.context must be a list of regions, got {describe_value(context_data)}"
             )
         context = [
             Region.from_dict(item, f"{where}.context[{index}]")
@@ -321,7 +286,7 @@ class EditRequest:
             None if fields.get(name) is None else Region.from_dict(fields[name], f"{where}.{name}")
             for name in ("copy", "paste")
         )
-        with _located(where):
+        with located(where):
             return cls(
                 context=context,
                 copy=copy_region,
@@ -336,20 +301,20 @@ class EditRequest:
 def _checked_generator(generator: Any) -> dict:
     if not isinstance(generator, dict):
         raise EditSpecError(
-            f"generator must be an object with name, path and sha256, got {_describe(generator)}"
+            f"generator must be an object with name, path and sha256, got {describe_value(generator)}"
         )
     checked = dict(generator)
     for name in _GENERATOR_FIELDS:
         value = checked.setdefault(name, None)
         if value is not None and not isinstance(value, str):
             raise EditSpecError(
-                f"generator.{name} must be a string or null, got {_describe(value)}"
+                f"generator.{name} must be a string or null, got {describe_value(value)}"
             )
     if checked["sha256"] is not None and not _SHA256.match(checked["sha256"]):
         raise EditSpecError(
-            f"generator.sha256 must be 64 lowercase hex digits, got {_describe(checked['sha256'])}"
+            f"generator.sha256 must be 64 lowercase hex digits, got {describe_value(checked['sha256'])}"
         )
-    _check_json_data(checked, "generator")
+    check_json_data(checked, "generator")
     return checked
 
 
@@ -358,17 +323,10 @@ def _checked_method(method: Any) -> dict:
     if not named:
         raise EditSpecError(
             'method must be an object with a "name" (e.g. {"name": "rank_one", "lr": 0.05}), '
-            f"got {_describe(method)}"
+            f"got {describe_value(method)}"
         )
-    _check_json_data(method, "method")
+    check_json_data(method, "method")
     return dict(method)
-
-
-def _check_json_data(value: Any, where: str) -> None:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise EditSpecError(f"{where} must hold plain JSON data ({error})") from error
 
 
 @dataclass(kw_only=True)
@@ -389,31 +347,31 @@ class EditSpec:
     base_dir: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_version(self.version)
+        check_version(self.version)
         if not isinstance(self.name, str) or not self.name:
-            raise EditSpecError(f"name must be a non-empty string, got {_describe(self.name)}")
+            raise EditSpecError(f"name must be a non-empty string, got {describe_value(self.name)}")
         self.generator = _checked_generator(self.generator)
         self.method = _checked_method(self.method)
-        if self.layer is not None and (not _is_integer(self.layer) or self.layer < 0):
+        if self.layer is not None and (not is_integer(self.layer) or self.layer < 0):
             raise EditSpecError(
-                f"layer must be a non-negative integer or null, got {_describe(self.layer)}"
+                f"layer must be a non-negative integer or null, got {describe_value(self.layer)}"
             )
-        if not _is_integer(self.rank) or self.rank < 1:
-            raise EditSpecError(f"rank must be a positive integer, got {_describe(self.rank)}")
-        if not _is_integer(self.seed) or not 0 <= self.seed <= MAX_SEED:
+        if not is_integer(self.rank) or self.rank < 1:
+            raise EditSpecError(f"rank must be a positive integer, got {describe_value(self.rank)}")
+        if not is_integer(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise EditSpecError(
-                f"seed must be an integer in 0..{MAX_SEED}, got {_describe(self.seed)}"
+                f"seed must be an integer in 0..{MAX_SEED}, got {describe_value(self.seed)}"
             )
         if not isinstance(self.notes, str):
-            raise EditSpecError(f"notes must be a string, got {_describe(self.notes)}")
+            raise EditSpecError(f"notes must be a string, got {describe_value(self.notes)}")
         if not isinstance(self.request, EditRequest):
-            raise EditSpecError(f"request must be an EditRequest, got {_describe(self.request)}")
+            raise EditSpecError(f"request must be an EditRequest, got {describe_value(self.request)}")
         if not isinstance(self.extra_regions, dict) or not all(
             isinstance(key, str) and isinstance(value, Region)
             for key, value in self.extra_regions.items()
         ):
             raise EditSpecError(
-                f"extra_regions must map names to regions, got {_describe(self.extra_regions)}"
+                f"extra_regions must map names to regions, got {describe_value(self.extra_regions)}"
             )
         if self.base_dir is not None:
             self.base_dir = Path(self.base_dir)
@@ -464,22 +422,22 @@ class EditSpec:
         cls, data: Any, base_dir: Path | None = None, origin: str = "<dict>"
     ) -> "EditSpec":
         """Parse a spec's JSON object; origin names it in error messages."""
-        with _located(f"edit spec {origin}"):
+        with located(f"edit spec {origin}"):
             if isinstance(data, dict) and "version" not in data and "request" not in data and any(
-                key in data for key in _ORIGINAL_FORMAT_KEYS
+                key in data for key in ORIGINAL_FORMAT_KEYS
             ):
                 raise EditSpecError(
                     "is in the original request format (keys key/object/paste); "
                     "read it with load_edit or import_original"
                 )
-            fields = _object_fields(data, "the spec", _SPEC_FIELDS)
-            _check_version(fields.get("version", None))
-            _object_fields(fields, "the spec", _SPEC_FIELDS, required=_REQUIRED_SPEC_FIELDS)
+            fields = object_fields(data, "the spec", _SPEC_FIELDS)
+            check_version(fields.get("version", None))
+            object_fields(fields, "the spec", _SPEC_FIELDS, required=_REQUIRED_SPEC_FIELDS)
             request = EditRequest.from_dict(fields["request"], "request")
             extra_data = fields.get("extra_regions", {})
             if not isinstance(extra_data, dict):
                 raise EditSpecError(
-                    f"extra_regions must map names to regions, got {_describe(extra_data)}"
+                    f"extra_regions must map names to regions, got {describe_value(extra_data)}"
                 )
             extra_regions = {
                 name: Region.from_dict(item, f"extra_regions.{name}")
@@ -524,133 +482,3 @@ class EditSpec:
                 os.unlink(temporary)
             raise
         return path
-
-
-def _check_version(version: Any) -> None:
-    if version is None:
-        raise EditSpecError(f'has no "version" field; add "version": {CURRENT_VERSION}')
-    if not _is_integer(version) or version not in SUPPORTED_VERSIONS:
-        raise EditSpecError(
-            f"version {version!r} is not supported by this rewriting; supported "
-            f"version(s): {', '.join(map(str, SUPPORTED_VERSIONS))}"
-        )
-
-
-def parse_json(text: str, origin: str) -> Any:
-    """Parse JSON text, naming origin and the error position when it is malformed."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise EditSpecError(
-            f"{origin} is not valid JSON: {error.msg} at line {error.lineno} column "
-            f"{error.colno} (character {error.pos})"
-        ) from error
-
-
-def _read_source(path_or_text: str | Path) -> tuple[str, str, Path | None, str | None]:
-    """(text, origin, folder, file stem) of a spec given as a path or as JSON text."""
-    if isinstance(path_or_text, str) and path_or_text.lstrip().startswith(("{", "[")):
-        return path_or_text, "<text>", None, None
-    path = Path(path_or_text)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise EditSpecError(f"edit spec file {str(path)!r} does not exist") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise EditSpecError(f"edit spec file {str(path)!r} cannot be read ({error})") from error
-    return text, repr(str(path)), path.parent, path.stem
-
-
-def load_edit(
-    path_or_text: str | Path | dict,
-    base_dir: Path | None = None,
-    check_masks: bool = True,
-) -> EditSpec:
-    """Load an edit spec from a file, JSON text or dict, in this project's or the original format.
-
-    The format is detected: "version"/"request" mean this project's, "key"/"object"/
-    "paste"/"query" the original's. With check_masks every mask is decoded once, so a
-    bad mask fails here, naming its region.
-    """
-    if isinstance(path_or_text, dict):
-        data, origin, folder, stem = path_or_text, "<dict>", None, None
-    else:
-        text, origin, folder, stem = _read_source(path_or_text)
-        data = parse_json(text, f"edit spec {origin}")
-    base_dir = base_dir if base_dir is not None else folder
-    if isinstance(data, dict) and ("version" in data or "request" in data):
-        spec = EditSpec.from_dict(data, base_dir, origin)
-    elif isinstance(data, dict) and any(key in data for key in _ORIGINAL_FORMAT_KEYS):
-        # Imported here, not at the top: original_format builds on this module.
-        from rewriting.edits.original_format import import_original
-
-        spec = import_original(data, name=stem, origin=origin)
-        spec.base_dir = base_dir
-    else:
-        from rewriting.edits.original_format import describe_non_request
-
-        raise EditSpecError(
-            f"edit spec {origin} is neither a rewriting edit spec (with \"version\" and "
-            f"\"request\") nor an original-format request: {describe_non_request(data)}"
-        )
-    if check_masks:
-        with _located(f"edit spec {origin}"):
-            spec.load_masks()
-    return spec
-
-
-def validate_image_ids(spec: EditSpec, max_id: int) -> None:
-    """Check every request region's image id lies in 0..max_id (the sample's largest id)."""
-    for where, region in spec.request.named_regions():
-        if region.image_id > max_id:
-            raise EditSpecError(
-                f"edit spec {spec.name!r}: {where} uses image id {region.image_id}, above the "
-                f"largest id {max_id} of the latent sample; pick an id in 0..{max_id} or use a "
-                "larger sample"
-            )
-
-
-def _file_digest(source: str, base_dir: Path | None, where: str) -> str:
-    path = Path(source)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    try:
-        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as error:
-        raise EditSpecError(
-            f"{where}: mask file {str(path)!r} cannot be read to hash the spec ({error})"
-        ) from error
-
-
-def _hashable_region(region: Region, base_dir: Path | None, where: str) -> dict:
-    # A mask file is hashed by content: the same path with a repainted mask is a new edit.
-    data = region.to_dict()
-    for name in ("mask", "resolved_mask"):
-        if name in data and not _is_data_url(data[name]):
-            data[name] = _file_digest(data[name], base_dir, f"{where}.{name}")
-    return data
-
-
-def spec_hash(spec: EditSpec) -> str:
-    """sha256 (hex) of what determines an edit's result: request, layer, rank, method, seed.
-
-    The generator is not included: callers key results on the model's own hash.
-    """
-    request = spec.request.to_dict()
-    request["context"] = [
-        _hashable_region(region, spec.base_dir, f"request.context[{index}]")
-        for index, region in enumerate(spec.request.context)
-    ]
-    for name in ("copy", "paste"):
-        region = getattr(spec.request, name)
-        if region is not None:
-            request[name] = _hashable_region(region, spec.base_dir, f"request.{name}")
-    payload = {
-        "request": request,
-        "layer": spec.layer,
-        "rank": spec.rank,
-        "method": spec.method,
-        "seed": spec.seed,
-    }
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

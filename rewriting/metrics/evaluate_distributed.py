@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from rewriting.distributed import ShardedSumTask, run_sharded
-from rewriting.metrics.evaluate import EditMetricSums
+from rewriting.metrics.edit_metric_sums import EditMetricSums
 
 
 class EditMetricsTask(ShardedSumTask):
