@@ -119,7 +119,8 @@ def evaluate(generator_before, generator_after, cfg, edit_config, segmenter, dis
         erase=label_indices(segmenter, erased) if (segmenter is not None and erased) else None,
         lpips_net=metrics_config.get("lpips"), fid_features=features,
         inception_fid=bool(metrics_config.get("inception_fid", False)), progress=bool(cfg.progress),
-        distributed=distributed)
+        distributed=distributed, cache_unedited=bool(metrics_config.get("cache_unedited", True)),
+        cache_dir=metrics_config.get("cache_dir"))
 
 
 def sweep_objective(metrics: dict, undesired_weight: float) -> dict:

@@ -260,6 +260,7 @@ EXPECTED_KEYS = {
     "undesired_change_lpips_alex", "segmenter_fid_edited_vs_unedited", "share_showing_dark_before",
     "share_showing_dark_after", "share_showing_bright_before", "share_showing_bright_after",
     "source_labelled_dark_after", "source_labelled_bright_after", "num_samples", "seed", "metric_seconds", "warnings",
+    "unedited_from_cache",
 }
 
 
@@ -310,5 +311,58 @@ def test_evaluate_edit_without_segmenter_reports_only_image_distances():
     generator = tiny_generator()
     results = evaluate_edit(generator, perturbed_copy(generator), num_samples=4, batch_size=4,
                             lpips_net=None, progress=False)
-    assert set(results) == {"whole_image_l1", "num_samples", "seed", "metric_seconds", "warnings"}
+    assert set(results) == {"whole_image_l1", "num_samples", "seed", "metric_seconds", "warnings", "unedited_from_cache"}
     assert results["whole_image_l1"] > 0
+
+
+class ModuleThresholdSegmenter(nn.Module):
+    """The threshold segmenter with a weight, so the unedited-side cache can key its labels."""
+
+    label_names = ["dark", "bright"]
+
+    def __init__(self, threshold: float = 0.0):
+        super().__init__()
+        self.register_buffer("threshold", torch.tensor(threshold))
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        return (images[:, 0] > self.threshold).long()
+
+
+def without_timing(results: dict) -> dict:
+    return {key: value for key, value in results.items() if key not in ("metric_seconds", "unedited_from_cache")}
+
+
+def test_the_cached_unedited_side_gives_identical_metrics_for_every_later_edit(tmp_path):
+    generator = tiny_generator()
+    first_edit, second_edit = perturbed_copy(generator), perturbed_copy(generator, scale=0.2)
+    cached = dict(segmenter=ModuleThresholdSegmenter(), cache_unedited=True, cache_dir=tmp_path)
+    plain_first = evaluate(generator, first_edit, segmenter=ModuleThresholdSegmenter())
+    plain_second = evaluate(generator, second_edit, segmenter=ModuleThresholdSegmenter())
+    cold = evaluate(generator, first_edit, **cached)
+    assert cold["unedited_from_cache"] is False and len(list(tmp_path.glob("unedited_*.pt"))) == 1
+    calls = []
+    hook = generator.register_forward_hook(lambda *args: calls.append(1))
+    warm = evaluate(generator, second_edit, **cached)
+    hook.remove()
+    assert warm["unedited_from_cache"] is True and calls == []  # only the edited generator ran
+    assert without_timing(cold) == without_timing(plain_first)
+    assert without_timing(warm) == without_timing(plain_second)
+    assert warm["undesired_change_l1"] != cold["undesired_change_l1"]  # the edited side is measured afresh
+
+
+def test_the_unedited_cache_is_keyed_by_generator_segmenter_and_sample(tmp_path):
+    generator = tiny_generator()
+    edited = perturbed_copy(generator)
+    cached = dict(cache_unedited=True, cache_dir=tmp_path)
+    evaluate(generator, edited, segmenter=ModuleThresholdSegmenter(), **cached)
+    other_segmenter = evaluate(generator, edited, segmenter=ModuleThresholdSegmenter(0.5), **cached)
+    other_seed = evaluate(generator, edited, segmenter=ModuleThresholdSegmenter(), seed=1, **cached)
+    other_generator = evaluate(perturbed_copy(generator, scale=0.1), edited, segmenter=ModuleThresholdSegmenter(),
+                               **cached)
+    assert not any(result["unedited_from_cache"] for result in (other_segmenter, other_seed, other_generator))
+    assert without_timing(other_segmenter) == without_timing(
+        evaluate(generator, edited, segmenter=ModuleThresholdSegmenter(0.5)))
+    # A segmenter without weights to hash cannot be keyed: nothing is cached for it.
+    before = len(list(tmp_path.glob("unedited_*.pt")))
+    evaluate(generator, edited, segmenter=ThresholdSegmenter(), **cached)
+    assert len(list(tmp_path.glob("unedited_*.pt"))) == before

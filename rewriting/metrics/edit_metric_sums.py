@@ -55,7 +55,7 @@ class EditMetricSums:
     MEANS = ("whole_l1", "outside_l1", "inside_l1", "outside_lpips")
 
     def __init__(self, generator_before: nn.Module, generator_after: nn.Module, options: dict[str, Any],
-                 example_latent: torch.Tensor) -> None:
+                 example_latent: torch.Tensor, example_image: torch.Tensor | None = None) -> None:
         self.before_model, self.after_model = generator_before, generator_after
         self.segmenter = options["segmenter"]
         self.source, self.target, self.erase = options["source"], options["target"], options["erase"]
@@ -85,8 +85,10 @@ class EditMetricSums:
                                                                                           self.warnings)
         self.feature_metric = None
         if options["fid_features"] is not None:
-            with _fixed_noise(generator_before), torch.no_grad():
-                example = generator_before(example_latent[:1].to(self.device)).float()
+            example = example_image
+            if example is None:  # the unedited image of the first latent sizes the features
+                with _fixed_noise(generator_before), torch.no_grad():
+                    example = generator_before(example_latent[:1].to(self.device)).float()
             self.feature_metric = fid.feature_fid_metric(options["fid_features"], example)
         self.whole_l1, self.outside_l1, self.inside_l1, self.outside_lpips = (
             MaskedMean(), MaskedMean(), MaskedMean(), MaskedMean())
@@ -97,18 +99,29 @@ class EditMetricSums:
         self.region_after = torch.zeros(len(self.label_names), dtype=torch.long)
 
     @torch.no_grad()
-    def add(self, z: torch.Tensor) -> None:
-        """One batch of latents (n, z_dim) through both generators, with their fixed noise."""
+    def add(self, z: torch.Tensor, before: torch.Tensor | None = None,
+            labels_before: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One batch of latents (n, z_dim) through both generators, with their fixed noise.
+
+        before / labels_before: the unedited images (n, 3, H, W) and their labels (n, H, W), when
+        already known (a cached unedited side); their FID reference features are then not added.
+        Returns the unedited images and labels used.
+        """
+        z = z.to(self.device)
+        reference_known = before is not None
         with _fixed_noise(self.before_model, self.after_model):
-            z = z.to(self.device)
-            before = self.before_model(z).float()
+            if before is None:
+                before = self.before_model(z).float()
             after = self.after_model(z).float()
+        before = before.to(self.device)
         self.counts["samples"] += z.shape[0]
         distance = l1_map(before, after)
         self.whole_l1.add(distance, torch.ones_like(distance))
         keep = torch.ones_like(distance)
         if self.segmenter is not None:
-            labels_before = self.segmenter.segment(before).to(self.device)
+            if labels_before is None:
+                labels_before = self.segmenter.segment(before)
+            labels_before = labels_before.to(self.device)
             labels_after = self.segmenter.segment(after).to(self.device)
             if self.source is not None:
                 hits, total = edit_success_counts(labels_before, labels_after, self.source, self.target)
@@ -132,8 +145,23 @@ class EditMetricSums:
             self.outside_lpips.add(lpips_map(before, after, self.lpips_model).to(self.device), keep)
         for metric in (self.feature_metric, self.inception_metric):
             if metric is not None:
-                fid.add_images(metric, before, reference=True)
+                if not reference_known:
+                    fid.add_images(metric, before, reference=True)
                 fid.add_images(metric, after, reference=False)
+        return before, labels_before
+
+    def fid_reference_states(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The FID metrics' reference (unedited) states, by metric name, on the CPU."""
+        return {prefix: {state: getattr(metric, state).detach().cpu().clone()
+                         for state in fid.FID_STATES if state.startswith("real_")}
+                for prefix, metric in self._fid_metrics().items()}
+
+    def load_fid_reference_states(self, states: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Set the FID reference states from `fid_reference_states()` of an equal pass."""
+        for prefix, metric in self._fid_metrics().items():
+            for state, value in states[prefix].items():
+                current = getattr(metric, state)
+                setattr(metric, state, value.to(current.device, current.dtype))
 
     def _fid_metrics(self) -> dict[str, Any]:
         return {name: metric for name, metric in (("feature_fid", self.feature_metric),
