@@ -54,19 +54,33 @@ def trace_layer(generator, z: torch.Tensor, layer: int, noise: list[torch.Tensor
     return LayerTrace(keys, style, layer_input.noise, values)
 
 
-def trace_images(generator, layer: int, image_ids: list[int], seed: int) -> LayerTrace:
-    """Layer traces of the request's images, each with its own reproducible noise."""
+def trace_images(generator, layer: int, image_ids: list[int], seed: int, batch_size: int = 8) -> LayerTrace:
+    """Layer traces of the request's images, each with its own reproducible noise, traced a few at a time."""
     device = next(generator.parameters()).device
     z = latents_for_ids(image_ids, generator.z_dim, seed).to(device)
-    traces = [trace_layer(generator, z[i:i + 1], layer, noise_for(generator, 1, seed=image_id, device=device))
-              for i, image_id in enumerate(image_ids)]
+    per_image = [noise_for(generator, 1, seed=image_id, device=device) for image_id in image_ids]
+    traces = []
+    for start in range(0, len(image_ids), batch_size):
+        chunk = per_image[start:start + batch_size]
+        traces.append(trace_layer(generator, z[start:start + batch_size], layer, _batched_noise(chunk)))
     keys = torch.cat([t.keys for t in traces])
     values = torch.cat([t.values for t in traces])
     style = None if traces[0].style is None else torch.cat([t.style for t in traces])
     noise = traces[0].noise
     if noise is not None and any(t.noise is not noise for t in traces):
-        noise = torch.cat([t.noise.expand(1, *t.noise.shape[1:]) for t in traces])  # per-image random noise
+        noise = torch.cat([t.noise.expand(len(t.keys), *t.noise.shape[1:]) for t in traces])
     return LayerTrace(keys, style, noise, values)
+
+
+def _batched_noise(per_image: list[list[torch.Tensor] | None]) -> list[torch.Tensor] | None:
+    """One noise list for a batch: a layer's shared buffer stays shared (1, 1, H, W), per-image noise is stacked."""
+    if per_image[0] is None:
+        return None
+    layers = []
+    for tensors in zip(*per_image):
+        shared = all(t is tensors[0] for t in tensors)
+        layers.append(tensors[0] if shared else torch.cat([t.expand(1, *t.shape[1:]) for t in tensors]))
+    return layers
 
 
 def layer_values(generator, layer: int, trace: LayerTrace, weight: torch.Tensor | None = None) -> torch.Tensor:
