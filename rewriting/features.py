@@ -62,7 +62,7 @@ def trace_images(generator, layer: int, image_ids: list[int], seed: int, batch_s
     traces = []
     for start in range(0, len(image_ids), batch_size):
         chunk = per_image[start:start + batch_size]
-        traces.append(trace_layer(generator, z[start:start + batch_size], layer, _batched_noise(chunk)))
+        traces.append(trace_layer(generator, z[start:start + batch_size], layer, batched_noise(chunk)))
     keys = torch.cat([t.keys for t in traces])
     values = torch.cat([t.values for t in traces])
     style = None if traces[0].style is None else torch.cat([t.style for t in traces])
@@ -72,7 +72,7 @@ def trace_images(generator, layer: int, image_ids: list[int], seed: int, batch_s
     return LayerTrace(keys, style, noise, values)
 
 
-def _batched_noise(per_image: list[list[torch.Tensor] | None]) -> list[torch.Tensor] | None:
+def batched_noise(per_image: list[list[torch.Tensor] | None]) -> list[torch.Tensor] | None:
     """One noise list for a batch: a layer's shared buffer stays shared (1, 1, H, W), per-image noise is stacked."""
     if per_image[0] is None:
         return None

@@ -19,6 +19,7 @@ from .atomic import atomic_path, write_json
 from .deltas import package_version, save_delta
 from .edits.config import spec_from_config
 from .edits.reach import ReachScorer
+from .edits.resolved_cache import cached_resolved_spec, resolved_spec_key
 from .edits.resolve import generated_images, label_indices
 from .edits.hashing import spec_hash
 from .errors import RewritingError
@@ -160,6 +161,17 @@ def reach_scorer_for(cfg: DictConfig, generator, method, statistics_at) -> Reach
                        int(getattr(method, "rank", 1)), getattr(method, "context_images", None))
 
 
+def resolved_edit(cfg: DictConfig, generator, segmenter, method, reach_scorer: ReachScorer | None):
+    """The run's EditSpec; a labelled request's regions come from the cache when found before (edit_cache)."""
+    make = lambda: spec_from_config(cfg.edit, generator, segmenter, reach_scorer)  # noqa: E731
+    if cfg.edit.get("request") is None or not isinstance(segmenter, torch.nn.Module) or not cfg.get("edit_cache", True):
+        return make()
+    context = {"edit": OmegaConf.to_container(cfg.edit, resolve=True), "layer": cfg.layer,
+               "statistics": OmegaConf.to_container(cfg.statistics, resolve=True), "rank": method.rank,
+               "context_images": getattr(method, "context_images", None), "package_version": package_version()}
+    return cached_resolved_spec(resolved_spec_key(context.pop("edit"), generator, segmenter, context), make)
+
+
 def run(cfg: DictConfig) -> dict:
     """Perform one edit as configured; returns the metrics written to metrics.json."""
     out_dir = Path(cfg.output_dir)
@@ -178,7 +190,7 @@ def run(cfg: DictConfig) -> dict:
         distributed = {"accelerator": trainer_config.get("accelerator", "auto"), **distributed}
     statistics_at = statistics_for(cfg, generator, distributed)
     reach_scorer = reach_scorer_for(cfg, generator, method, statistics_at)
-    spec = spec_from_config(cfg.edit, generator, segmenter, reach_scorer)
+    spec = resolved_edit(cfg, generator, segmenter, method, reach_scorer)
     layer = cfg.layer if cfg.layer is not None else spec.layer
     if layer is None:
         raise RewritingError(f"no layer for edit {spec.name!r}: pass layer=N (valid: "

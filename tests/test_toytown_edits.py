@@ -339,3 +339,35 @@ def test_pick_reachable_is_for_the_paste_and_needs_the_layer(toytown):
     config.layer = None  # with no layer there are no context directions to score pastes by
     with pytest.raises(EditSpecError, match="layer"):
         spec_from_config(config, generator, segmenter)
+
+
+def test_a_labelled_request_resolves_once_and_later_runs_read_the_same_regions(toytown, tmp_path):
+    import copy as copy_module
+
+    from rewriting.edits.hashing import spec_hash
+    from rewriting.edits.resolved_cache import cached_resolved_spec, resolved_spec_key
+
+    generator, segmenter = toytown
+    config = OmegaConf.load(ROOT / "conf" / "edit" / "spire_to_tree.yaml")
+    request = OmegaConf.to_container(config.request)
+    calls = []
+
+    def make():
+        calls.append(1)
+        return spec_from_config(config, generator, segmenter)
+
+    key = resolved_spec_key(request, generator, segmenter, {"layer": 6})
+    first = cached_resolved_spec(key, make, tmp_path)
+    again = cached_resolved_spec(key, make, tmp_path)
+    assert len(calls) == 1, "the second resolution must come from the cache"
+    assert spec_hash(again) == spec_hash(first)
+    assert [r.image_id for r in again.request.context] == [r.image_id for r in first.request.context]
+    assert again.request.paste.to_dict() == first.request.paste.to_dict()
+    # Another segmenter (its weights changed) or another request resolves anew.
+    other_segmenter = copy_module.deepcopy(segmenter)
+    with torch.no_grad():
+        next(other_segmenter.parameters()).add_(0.01)
+    cached_resolved_spec(resolved_spec_key(request, generator, other_segmenter, {"layer": 6}), make, tmp_path)
+    cached_resolved_spec(resolved_spec_key({**request, "min_piece": 4}, generator, segmenter, {"layer": 6}), make,
+                         tmp_path)
+    assert len(calls) == 3

@@ -1,4 +1,5 @@
-"""Benchmark: second-moment throughput (key vectors/s), sampling throughput and edit time, as JSON.
+"""Benchmark: second-moment throughput (key vectors/s, and the share of this device's FLOP floor it
+reaches), sampling throughput and edit time, as JSON.
 
     python experiments/bench/bench.py --checkpoint PATH --layer 8 [--edit EDIT.json] [--device cuda] --out bench.json
 
@@ -32,6 +33,34 @@ def synthetic_request(size: int) -> EditSpec:
     request = EditRequest(context=[Region(i, mask=data_url) for i in range(4)], copy=Region(10, mask=data_url),
                           paste=Region(11, mask=data_url))
     return EditSpec(name="bench", generator={}, rank=1, method={"name": "rank_one"}, request=request)
+
+
+def matmul_flops_per_second(device: str, size: int = 2048, repeats: int = 5) -> float:
+    """This device's measured fp32 matmul rate (FLOP/s), the floor the second moment is held to."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a @ b
+    synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def second_moment_flops_per_image(generator, layer: int) -> tuple[float, int]:
+    """FLOPs to make one image's keys at `layer` and add their outer products; and the key vectors per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from rewriting.features import layer_keys
+    z = torch.randn(1, generator.z_dim, device=next(generator.parameters()).device)
+    with FlopCounterMode(display=False) as counter:
+        keys, _, _ = layer_keys(generator, z, layer)
+    vectors = keys.shape[2] * keys.shape[3]
+    return counter.get_total_flops() + 2.0 * vectors * keys.shape[1] ** 2, vectors
 
 
 def edit_arguments(description: str, images: int, out: str) -> argparse.ArgumentParser:
@@ -77,6 +106,9 @@ def main() -> None:
         options = {"accelerator": "gpu" if args.device.startswith("cuda") else "cpu"}
         result = rewriting.rewrite(generator, spec, method, layer, second_moment=cached, trainer_options=options,
                                    progress=False)
+    flop_rate = matmul_flops_per_second(args.device)
+    flops_per_image, _ = second_moment_flops_per_image(generator, layer)
+    floor_seconds = flops_per_image * args.images / flop_rate
     report = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
         "threads": torch.get_num_threads(), "torch": torch.__version__, "package_version": package_version(),
@@ -84,6 +116,9 @@ def main() -> None:
         "key_dim": int(stats.matrix.shape[0]), "second_moment_images": args.images,
         "second_moment_vectors": stats.count, "second_moment_seconds": stats.seconds,
         "second_moment_vectors_per_s": stats.count / stats.seconds,
+        "matmul_flops_per_s": flop_rate, "second_moment_flops_per_image": flops_per_image,
+        "second_moment_floor_seconds": floor_seconds,
+        "second_moment_fraction_of_floor": floor_seconds / stats.seconds,
         "sampling_images_per_s": args.images / sampling_seconds,
         "edit_steps": args.steps, "edit_seconds": result.edit_seconds,
         "edit_initial_loss": result.fit.initial_loss, "edit_final_loss": result.fit.final_loss,

@@ -65,14 +65,14 @@ def label_indices(segmenter, names: str | list[str]) -> list[int]:
 @torch.no_grad()
 def generated_images(generator, image_ids: list[int], seed: int = 1, batch_size: int = 32) -> torch.Tensor:
     """Images (N, 3, H, W) of the request's image ids, as the edit sees them."""
-    from ..features import noise_for
+    from ..features import batched_noise, noise_for
     device = next(generator.parameters()).device
     images = []
     for start in range(0, len(image_ids), batch_size):
         chunk = image_ids[start:start + batch_size]
         z = latents_for_ids(chunk, generator.z_dim, seed).to(device)
-        images.append(torch.cat([generator(z[i:i + 1], noise=noise_for(generator, 1, seed=image_id, device=device))
-                                 for i, image_id in enumerate(chunk)]))
+        noise = batched_noise([noise_for(generator, 1, seed=image_id, device=device) for image_id in chunk])
+        images.append(generator(z, noise=noise))
     return torch.cat(images)
 
 

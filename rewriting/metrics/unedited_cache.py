@@ -19,7 +19,7 @@ import torch.nn as nn
 from ..atomic import atomic_path
 from ..models.checkpoints import state_dict_sha256
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: images made in CPU batches of CPU_SYNTHESIS_BATCH
 DEFAULT_MAX_MEGABYTES = 2048  # larger samples (e.g. 10,000 256-px images) are recomputed, not stored
 
 

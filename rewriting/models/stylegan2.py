@@ -28,6 +28,11 @@ def resolutions(size: int) -> list[int]:
     return [2**i for i in range(2, int(math.log2(size)) + 1)]
 
 
+# On a CPU the activations of ten images stay in cache where fifty's do not: the bundled Toytown
+# generator (2 threads) makes 500 images in 3.1 s in batches of 10, 5.2 s in batches of 50.
+CPU_SYNTHESIS_BATCH = 10
+
+
 @dataclass
 class LayerInput:
     """What a layer sees: its input features and latent, and the noise its output adds."""
@@ -156,8 +161,21 @@ class StyleGAN2Generator(nn.Module):
     def synthesis(self, w: torch.Tensor, noise: list[torch.Tensor] | None = None, fused: bool | None = None,
                   stop_before_layer: int | None = None):
         """w (N, style_dim) -> images; or, with stop_before_layer, that layer's LayerInput."""
-        fused = self.fused if fused is None else fused
         noise = noise if noise is not None else self.make_noise(w.shape[0])
+        step = CPU_SYNTHESIS_BATCH
+        if w.device.type != "cpu" or w.shape[0] <= step:
+            return self._synthesis(w, noise, fused, stop_before_layer)
+        parts = [self._synthesis(w[start:start + step], [n if n.shape[0] == 1 else n[start:start + step] for n in noise],
+                                 fused, stop_before_layer) for start in range(0, w.shape[0], step)]
+        if stop_before_layer is None:
+            return torch.cat(parts)
+        shared_noise = parts[0].noise.shape[0] == 1 and all(p.noise is parts[0].noise for p in parts)
+        return LayerInput(torch.cat([p.features for p in parts]), w,
+                          parts[0].noise if shared_noise else torch.cat([p.noise for p in parts]))
+
+    def _synthesis(self, w: torch.Tensor, noise: list[torch.Tensor], fused: bool | None,
+                   stop_before_layer: int | None):
+        fused = self.fused if fused is None else fused
         x = self.input(w.shape[0])
         if stop_before_layer == 2:
             return LayerInput(x, w, noise[0])
