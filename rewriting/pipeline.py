@@ -166,10 +166,12 @@ def resolved_edit(cfg: DictConfig, generator, segmenter, method, reach_scorer: R
     make = lambda: spec_from_config(cfg.edit, generator, segmenter, reach_scorer)  # noqa: E731
     if cfg.edit.get("request") is None or not isinstance(segmenter, torch.nn.Module) or not cfg.get("edit_cache", True):
         return make()
-    context = {"edit": OmegaConf.to_container(cfg.edit, resolve=True), "layer": cfg.layer,
-               "statistics": OmegaConf.to_container(cfg.statistics, resolve=True), "rank": method.rank,
-               "context_images": getattr(method, "context_images", None), "package_version": package_version()}
-    return cached_resolved_spec(resolved_spec_key(context.pop("edit"), generator, segmenter, context), make)
+    # Layer, statistics and method decide a `pick: reachable` paste; the version, the resolution code.
+    context = {"layer": cfg.layer, "statistics": OmegaConf.to_container(cfg.statistics, resolve=True),
+               "rank": method.rank, "context_images": getattr(method, "context_images", None),
+               "package_version": package_version()}
+    key = resolved_spec_key(OmegaConf.to_container(cfg.edit, resolve=True), generator, segmenter, context)
+    return cached_resolved_spec(key, make)
 
 
 def run(cfg: DictConfig) -> dict:

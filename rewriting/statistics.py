@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from .models.download import cache_dir as cache_root
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
@@ -48,10 +50,7 @@ def cache_key(generator, layer: int, num_samples: int, seed: int, noise_mode: st
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("REWRITING_CACHE")
-    if root:
-        return Path(root) / "statistics"
-    return Path(torch.hub.get_dir()) / "rewriting" / "statistics"
+    return cache_root() / "statistics"
 
 
 def second_moment(generator, layer: int, num_samples: int = 1000, seed: int = 0, batch_size: int = 50,

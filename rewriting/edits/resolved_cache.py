@@ -20,6 +20,7 @@ from torch import nn
 from ..atomic import write_json
 from ..errors import EditSpecError
 from ..models.checkpoints import state_dict_sha256
+from ..models.download import cache_dir as cache_root
 from .spec import EditSpec
 
 log = logging.getLogger("rewriting")
@@ -28,16 +29,13 @@ CACHE_FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("REWRITING_CACHE")
-    if root:
-        return Path(root) / "edits"
-    return Path(torch.hub.get_dir()) / "rewriting" / "edits"
+    return cache_root() / "edits"
 
 
 def resolved_spec_key(request_config: dict, generator: nn.Module, segmenter: nn.Module, context: dict) -> dict:
     """Everything a labelled request's resolution depends on; `context`: layer, statistics, method rank, version."""
-    weights = getattr(generator, "checkpoint_sha256", None) or state_dict_sha256(generator)
-    return {"format": CACHE_FORMAT, "request": request_config, "generator_sha256": weights,
+    # The weights in memory, not the checkpoint file's hash: the generator may carry applied deltas.
+    return {"format": CACHE_FORMAT, "request": request_config, "generator_sha256": state_dict_sha256(generator),
             "generator_family": getattr(generator, "family", type(generator).__name__),
             "truncation": float(getattr(generator, "truncation", 1.0)),
             "noise_mode": getattr(generator, "noise_mode", "none"),

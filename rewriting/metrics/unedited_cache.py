@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ..atomic import atomic_path
 from ..models.checkpoints import state_dict_sha256
+from ..models.download import cache_dir as cache_root
 
 CACHE_FORMAT = 2  # 2: images made in CPU batches of CPU_SYNTHESIS_BATCH
 DEFAULT_MAX_MEGABYTES = 2048  # larger samples (e.g. 10,000 256-px images) are recomputed, not stored
@@ -48,10 +49,7 @@ def unedited_key(generator: nn.Module, num_samples: int, batch_size: int, seed: 
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("REWRITING_CACHE")
-    if root:
-        return Path(root) / "metrics"
-    return Path(torch.hub.get_dir()) / "rewriting" / "metrics"
+    return cache_root() / "metrics"
 
 
 @dataclass
@@ -61,7 +59,6 @@ class UneditedSide:
     images: list[torch.Tensor] = field(default_factory=list)  # one tensor per batch, as generated
     labels: list[torch.Tensor] = field(default_factory=list)
     fid_reference: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    from_cache: bool = False
 
 
 class UneditedCache:
@@ -89,7 +86,7 @@ class UneditedCache:
         if stored.get("key") != self.key_text:
             return None
         labels = [label.to(getattr(torch, stored["labels_dtype"])) for label in stored["labels"]]
-        return UneditedSide(stored["images"], labels, stored["fid_reference"], from_cache=True)
+        return UneditedSide(stored["images"], labels, stored["fid_reference"])
 
     def save(self, side: UneditedSide) -> None:
         with atomic_path(self.path) as temporary:
