@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import netrc
 import os
+import threading
 from pathlib import Path
+from typing import Callable
 
 from .lightning_compat import pl
 
@@ -34,3 +36,38 @@ def wandb_logger(project: str = "rewriting", name: str | None = None, save_dir: 
 def csv_logger(save_dir: str = ".", name: str = "csv"):
     """Metrics as CSV files under save_dir/name."""
     return pl.loggers.CSVLogger(save_dir=save_dir, name=name)
+
+
+def start_in_background(logger) -> Callable[[], object]:
+    """Start the logger's run on a thread (W&B's start-up takes most of a second) while the work goes on.
+
+    Returns wait(): it joins the thread and returns the logger, or raises the error the start raised.
+    """
+    errors: list[BaseException] = []
+
+    def start():
+        try:
+            logger.experiment  # Lightning's loggers create their run on first access
+        except BaseException as error:  # handed to wait(), on the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=start, name="logger-start", daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        if errors:
+            raise errors[0]
+        return logger
+    return wait
+
+
+def log_run(logger, loss_curve: list[float], metrics: dict, every: int = 10) -> None:
+    """The rewrite's loss every `every` steps (and its last), then the run's numeric metrics; closes the run."""
+    last = len(loss_curve) - 1
+    for step, loss in enumerate(loss_curve):
+        if step % every == 0 or step == last:
+            logger.log_metrics({"loss": loss}, step=step)
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    logger.log_metrics(numeric, step=max(last, 0) + 1)
+    logger.finalize("success")

@@ -25,6 +25,7 @@ from .edits.hashing import spec_hash
 from .errors import RewritingError
 from .features import layer_values, noise_for, trace_layer
 from .lightning_compat import pl
+from .loggers import log_run, start_in_background
 from .models.nvlabs_export import save_edited_generator
 from .models.download import sha256_file
 from .rewrite import RewriteResult, rewrite
@@ -180,6 +181,7 @@ def run(cfg: DictConfig) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = device_for(cfg.trainer)
     started = time.perf_counter()
+    logger = make_logger(cfg.logger)
 
     generator = instantiate(cfg.generator, device=device)
     generator.checkpoint_sha256 = sha256_file(generator.checkpoint_path)
@@ -205,14 +207,15 @@ def run(cfg: DictConfig) -> dict:
     spec.method = method.describe()
 
     statistics = statistics_at(layer)
-    logger = make_logger(cfg.logger)
     unedited = copy.deepcopy(generator)
     trainer_options = dict(trainer_config)
-    trainer_options.update({"logger": logger if logger is not None else False,
-                            "enable_progress_bar": bool(cfg.progress), "log_every_n_steps": 10})
+    trainer_options.update({"logger": False, "enable_progress_bar": bool(cfg.progress)})
     result: RewriteResult = rewrite(generator, spec, method, layer, second_moment=statistics,
                                     segmenter=segmenter, trainer_options=trainer_options,
                                     progress=bool(cfg.progress))
+    # W&B takes most of a second to start a run: it starts beside the metric pass, after the timed edit,
+    # and receives the fit's loss curve at the end.
+    logger_ready = start_in_background(logger) if logger is not None else None
     request = result.request
     deltas = result.delta_tensors()
     originals = dict(unedited.named_parameters())
@@ -257,10 +260,8 @@ def run(cfg: DictConfig) -> dict:
     with atomic_path(out_dir / "before_after.png") as temporary:
         picture.save(temporary, format="PNG")
     write_json(out_dir / "metrics.json", metrics)
-    if logger is not None:
-        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        logger.log_metrics(flat)
-        logger.finalize("success")
+    if logger_ready is not None:
+        log_run(logger_ready(), result.fit.loss_curve, metrics)
     summary = {k: metrics[k] for k in ("edit", "layer", "final_loss", "edit_seconds") if k in metrics}
     log.info("outputs in %s: %s", out_dir, json.dumps(summary))
     return metrics

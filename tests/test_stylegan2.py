@@ -253,3 +253,28 @@ def test_unknown_noise_mode_is_refused(make_generator):
     generator = make_generator(size=16, style_dim=16, n_mlp=1)
     with pytest.raises(ValueError, match="noise_mode='shared'"):
         generator.make_noise(1, mode="shared")
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3000, 1 << 30])
+@pytest.mark.parametrize("noise_mode", ["fixed", "random"])
+def test_cpu_chunks_give_the_images_and_layer_inputs_of_one_image_at_a_time(make_generator, monkeypatch,
+                                                                             chunk_bytes, noise_mode):
+    """However a CPU batch is cut up layer by layer, each image is the one it would be alone."""
+    import rewriting.models.stylegan2 as stylegan2
+    generator = make_generator(size=32, style_dim=16, n_mlp=1, seed=5)
+    z = sample_z(7, 16, seed=4)
+    w = generator.mapping(z)
+    noise = generator.make_noise(7, mode=noise_mode, generator=torch.Generator().manual_seed(2))
+    own = [n if n.shape[0] == 1 else n[i:i + 1] for i in range(7) for n in noise]
+    per_image = [own[i * len(noise):(i + 1) * len(noise)] for i in range(7)]
+    monkeypatch.setattr(stylegan2, "CPU_CHUNK_BYTES", chunk_bytes)
+    with torch.no_grad():
+        images = generator.synthesis(w, noise=noise)
+        layer_input = generator.synthesis(w, noise=noise, stop_before_layer=6)
+        for i in range(7):
+            alone = generator.synthesis(w[i:i + 1], noise=per_image[i])
+            assert torch.allclose(images[i:i + 1], alone, atol=1e-5)
+            alone_input = generator.synthesis(w[i:i + 1], noise=per_image[i], stop_before_layer=6)
+            assert torch.allclose(layer_input.features[i:i + 1], alone_input.features, atol=1e-5)
+    assert images.shape == (7, 3, 32, 32)
+    assert layer_input.noise is noise[4]  # layer 6 adds noise input 4, whole, as given

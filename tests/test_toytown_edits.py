@@ -1,6 +1,7 @@
 """Toytown out of the box: the shipped generator, masks from labels, a bundled edit end to end."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -371,3 +372,23 @@ def test_a_labelled_request_resolves_once_and_later_runs_read_the_same_regions(t
     cached_resolved_spec(resolved_spec_key({**request, "min_piece": 4}, generator, segmenter, {"layer": 6}), make,
                          tmp_path)
     assert len(calls) == 3
+
+
+def test_a_labelled_request_segments_each_image_once_and_resolves_as_without_memory(toytown, monkeypatch):
+    """The request's searches overlap (context, copy, paste, each mask): images are made and segmented once."""
+    from rewriting.edits import resolve
+    generator, segmenter = toytown
+    config = OmegaConf.load(ROOT / "conf/edit/spire_to_tree.yaml")
+    config.request.context.count = 3
+    segmented: list[int] = []
+    original_segment = segmenter.segment
+    monkeypatch.setattr(segmenter, "segment", lambda images: segmented.append(images.shape[0]) or
+                        original_segment(images))
+    remembered = spec_from_config(config, generator, segmenter)
+    images_once = sum(segmented)
+    segmented.clear()
+    monkeypatch.setattr(resolve, "labels_remembered", contextlib.nullcontext)
+    monkeypatch.setattr("rewriting.edits.config.labels_remembered", contextlib.nullcontext)
+    forgotten = spec_from_config(config, generator, segmenter)
+    assert remembered.to_dict() == forgotten.to_dict()
+    assert images_once < sum(segmented) / 2

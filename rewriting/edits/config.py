@@ -29,8 +29,8 @@ from typing import Any
 
 from ..errors import EditSpecError
 from .reach import ReachScorer, default_reach_scorer
-from .resolve import (ONE_OBJECT_REGIONS, find_images_with_label, label_masks, label_region_mask, largest_component,
-                      resolve_labels, without_small_pieces)
+from .resolve import (ONE_OBJECT_REGIONS, find_images_with_label, label_masks, label_region_mask, labels_remembered,
+                      largest_component, resolve_labels, without_small_pieces)
 from .loading import load_edit
 from .spec import EditRequest, EditSpec, Region
 
@@ -111,6 +111,12 @@ def spec_from_labels(request_config, generator, segmenter, name: str, seed: int 
 
     reach_scorer: the edit's layer and second moment, for a paste with `pick: reachable`.
     """
+    with labels_remembered():
+        return _spec_from_labels(request_config, generator, segmenter, name, seed, reach_scorer)
+
+
+def _spec_from_labels(request_config, generator, segmenter, name: str, seed: int,
+                      reach_scorer: ReachScorer | None) -> EditSpec:
     if segmenter is None:
         raise EditSpecError(f"edit {name!r} names its regions by label, which needs a segmenter for this generator "
                             f"(metrics.segmenter); use an edit JSON file with painted masks instead")

@@ -5,7 +5,9 @@ the resulting mask is recorded in the spec (`resolved_mask`), so the edit replay
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -76,12 +78,42 @@ def generated_images(generator, image_ids: list[int], seed: int = 1, batch_size:
     return torch.cat(images)
 
 
+# Within labels_remembered(): segmentations by (generator, segmenter, seed, image id). A request's
+# searches (context, copy, paste, then each region's mask) look at the same first images again and again.
+_remembered_labels: dict | None = None
+
+
+@contextlib.contextmanager
+def labels_remembered() -> Iterator[None]:
+    """While open, label_masks makes and segments each image once; the generator must not change inside."""
+    global _remembered_labels
+    outer = _remembered_labels
+    _remembered_labels = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _remembered_labels = outer
+
+
+@torch.no_grad()
+def image_labels(generator, segmenter, image_ids: list[int], seed: int = 1) -> torch.Tensor:
+    """The segmenter's labels (N, H, W) of the request's image ids."""
+    if _remembered_labels is None:
+        return segmenter.segment(generated_images(generator, image_ids, seed)).cpu()
+    known = _remembered_labels
+    key = (id(generator), id(segmenter), seed)
+    missing = [i for i in dict.fromkeys(image_ids) if (key, i) not in known]
+    if missing:
+        for image_id, labels in zip(missing, segmenter.segment(generated_images(generator, missing, seed)).cpu()):
+            known[key, image_id] = labels
+    return torch.stack([known[key, i] for i in image_ids])
+
+
 @torch.no_grad()
 def label_masks(generator, segmenter, image_ids: list[int], names: str | list[str], seed: int = 1) -> torch.Tensor:
     """Masks (N, H, W) of the pixels the segmenter labels as any of `names` in each image."""
     indices = torch.tensor(label_indices(segmenter, names))
-    labels = segmenter.segment(generated_images(generator, image_ids, seed)).cpu()
-    return torch.isin(labels, indices).float()
+    return torch.isin(image_labels(generator, segmenter, image_ids, seed), indices).float()
 
 
 @torch.no_grad()

@@ -28,9 +28,10 @@ def resolutions(size: int) -> list[int]:
     return [2**i for i in range(2, int(math.log2(size)) + 1)]
 
 
-# On a CPU the activations of ten images stay in cache where fifty's do not: the bundled Toytown
-# generator (2 threads) makes 500 images in 3.1 s in batches of 10, 5.2 s in batches of 50.
-CPU_SYNTHESIS_BATCH = 10
+# On a CPU each layer runs on as many images as keep its output near this size, so a chunk's
+# activations stay in cache: the small early layers run whole batches (their convs are only efficient
+# wide), the large late ones a few images at a time.
+CPU_CHUNK_BYTES = 8 << 20
 
 
 @dataclass
@@ -39,6 +40,22 @@ class LayerInput:
     features: torch.Tensor  # (N, in, h, w)
     w: torch.Tensor  # (N, style_dim)
     noise: torch.Tensor  # (N or 1, 1, H, W)
+
+
+@dataclass
+class _Rows:
+    """Images start..stop-1 of a batch on their way through the synthesis: features and RGB skip."""
+    start: int
+    stop: int
+    x: torch.Tensor
+    skip: torch.Tensor | None
+
+    def split(self, size: int) -> list["_Rows"]:
+        if self.stop - self.start <= size:
+            return [self]
+        return [_Rows(self.start + first, min(self.start + first + size, self.stop), self.x[first:first + size],
+                      None if self.skip is None else self.skip[first:first + size])
+                for first in range(0, self.stop - self.start, size)]
 
 
 class StyleGAN2Generator(nn.Module):
@@ -162,32 +179,27 @@ class StyleGAN2Generator(nn.Module):
                   stop_before_layer: int | None = None):
         """w (N, style_dim) -> images; or, with stop_before_layer, that layer's LayerInput."""
         noise = noise if noise is not None else self.make_noise(w.shape[0])
-        step = CPU_SYNTHESIS_BATCH
-        if w.device.type != "cpu" or w.shape[0] <= step:
-            return self._synthesis(w, noise, fused, stop_before_layer)
-        parts = [self._synthesis(w[start:start + step], [n if n.shape[0] == 1 else n[start:start + step] for n in noise],
-                                 fused, stop_before_layer) for start in range(0, w.shape[0], step)]
-        if stop_before_layer is None:
-            return torch.cat(parts)
-        shared_noise = parts[0].noise.shape[0] == 1 and all(p.noise is parts[0].noise for p in parts)
-        return LayerInput(torch.cat([p.features for p in parts]), w,
-                          parts[0].noise if shared_noise else torch.cat([p.noise for p in parts]))
-
-    def _synthesis(self, w: torch.Tensor, noise: list[torch.Tensor], fused: bool | None,
-                   stop_before_layer: int | None):
         fused = self.fused if fused is None else fused
-        x = self.input(w.shape[0])
-        if stop_before_layer == 2:
-            return LayerInput(x, w, noise[0])
-        x = self.conv1(x, w, noise[0], fused=fused)
-        skip = self.to_rgb1(x, w, fused=fused)
-        for j, to_rgb in enumerate(self.to_rgbs):
-            for k in (2 * j, 2 * j + 1):
-                if stop_before_layer == k + 3:
-                    return LayerInput(x, w, noise[k + 1])
-                x = self.convs[k](x, w, noise[k + 1], fused=fused)
-            skip = to_rgb(x, w, skip, fused=fused)
-        return skip
+        chunk_bytes = CPU_CHUNK_BYTES if w.device.type == "cpu" else None
+        parts = [_Rows(0, w.shape[0], self.input(w.shape[0]), None)]
+        steps = [(2, self.conv1, self.to_rgb1)] + [
+            (k + 3, self.convs[k], self.to_rgbs[k // 2] if k % 2 else None) for k in range(len(self.convs))]
+        for layer, conv, to_rgb in steps:
+            if stop_before_layer == layer:
+                features = torch.cat([part.x for part in parts]) if len(parts) > 1 else parts[0].x
+                return LayerInput(features, w, noise[layer - 2])
+            if chunk_bytes is not None:
+                side = self.layer_resolution(layer)
+                per_image = conv.conv.out_channels * side * side * parts[0].x.element_size()
+                parts = [piece for part in parts for piece in part.split(max(1, chunk_bytes // per_image))]
+            for part in parts:
+                rows = slice(part.start, part.stop)
+                layer_noise = noise[layer - 2]
+                part.x = conv(part.x, w[rows], layer_noise if layer_noise.shape[0] == 1 else layer_noise[rows],
+                              fused=fused)
+                if to_rgb is not None and stop_before_layer is None:
+                    part.skip = to_rgb(part.x, w[rows], part.skip, fused=fused)
+        return torch.cat([part.skip for part in parts]) if len(parts) > 1 else parts[0].skip
 
     def layer_input(self, z: torch.Tensor, layer: int, noise: list[torch.Tensor] | None = None) -> LayerInput:
         """Run the generator up to `layer` and return what that layer receives."""
