@@ -17,7 +17,7 @@ from .models.checkpoints import state_dict_sha256
 from .statistics_batches import SecondMoment, key_products, latents_for_statistics
 from .statistics_distributed import distributed_second_moment
 
-CACHE_FORMAT = 3  # 2: random-noise statistics independent of the batch size; 3: keys made in per-layer CPU chunks
+CACHE_FORMAT = 4  # 2: random-noise statistics independent of the batch size; 3: keys made in per-layer CPU chunks; 4: channels-last upsampling
 
 
 @torch.no_grad()

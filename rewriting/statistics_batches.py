@@ -43,13 +43,14 @@ def key_products(generator, layer: int, z_all: torch.Tensor, start: int, batch_s
     z = z_all[start:start + batch_size].to(device=device, dtype=dtype)
     noise = statistics_noise(generator, start, z.shape[0], seed, noise_mode, device)
     keys, _, _ = layer_keys(generator, z, layer, noise)
-    flat = keys.reshape(keys.shape[0], keys.shape[1], -1)  # (N, in, h·w), no copy
+    # (N, h·w, in): no copy for channels-last keys (what a CPU's upsampling layers give), one otherwise.
+    flat = keys.permute(0, 2, 3, 1).reshape(keys.shape[0], -1, keys.shape[1])
     # On a CPU, float64 products a few images at a time: each chunk's float64 copy stays in cache.
     step = max(1, CPU_CHUNK_BYTES // (2 * flat[0].numel() * flat.element_size())) if device.type == "cpu" \
         else flat.shape[0]
     total = None
     for first in range(0, flat.shape[0], step):
         chunk = flat[first:first + step].double()
-        product = torch.bmm(chunk, chunk.transpose(1, 2)).sum(0)
+        product = torch.bmm(chunk.transpose(1, 2), chunk).sum(0)
         total = product if total is None else total + product
-    return total, flat.shape[0] * flat.shape[2]
+    return total, flat.shape[0] * flat.shape[1]

@@ -25,7 +25,7 @@ from .spec import EditSpec
 
 log = logging.getLogger("rewriting")
 
-CACHE_FORMAT = 2  # 2: the images searched are made in per-layer CPU chunks
+CACHE_FORMAT = 3  # 2: the images searched are made in per-layer CPU chunks; 3: channels-last upsampling
 
 
 def default_cache_dir() -> Path:

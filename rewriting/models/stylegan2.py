@@ -187,7 +187,7 @@ class StyleGAN2Generator(nn.Module):
         for layer, conv, to_rgb in steps:
             if stop_before_layer == layer:
                 features = torch.cat([part.x for part in parts]) if len(parts) > 1 else parts[0].x
-                return LayerInput(features, w, noise[layer - 2])
+                return LayerInput(features, w, noise[layer - 2])  # channels-last after a CPU upsampling
             if chunk_bytes is not None:
                 side = self.layer_resolution(layer)
                 per_image = conv.conv.out_channels * side * side * parts[0].x.element_size()
@@ -199,7 +199,8 @@ class StyleGAN2Generator(nn.Module):
                               fused=fused)
                 if to_rgb is not None and stop_before_layer is None:
                     part.skip = to_rgb(part.x, w[rows], part.skip, fused=fused)
-        return torch.cat([part.skip for part in parts]) if len(parts) > 1 else parts[0].skip
+        # Contiguous: on a CPU the upsampling layers hand on channels-last tensors.
+        return (torch.cat([part.skip for part in parts]) if len(parts) > 1 else parts[0].skip).contiguous()
 
     def layer_input(self, z: torch.Tensor, layer: int, noise: list[torch.Tensor] | None = None) -> LayerInput:
         """Run the generator up to `layer` and return what that layer receives."""
