@@ -6,6 +6,7 @@ the resulting mask is recorded in the spec (`resolved_mask`), so the edit replay
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -80,27 +81,26 @@ def generated_images(generator, image_ids: list[int], seed: int = 1, batch_size:
 
 # Within labels_remembered(): segmentations by (generator, segmenter, seed, image id). A request's
 # searches (context, copy, paste, then each region's mask) look at the same first images again and again.
-_remembered_labels: dict | None = None
+_remembered_labels: contextvars.ContextVar[dict | None] = contextvars.ContextVar("remembered_labels", default=None)
 
 
 @contextlib.contextmanager
 def labels_remembered() -> Iterator[None]:
     """While open, label_masks makes and segments each image once; the generator must not change inside."""
-    global _remembered_labels
-    outer = _remembered_labels
-    _remembered_labels = {} if outer is None else outer
+    outer = _remembered_labels.get()
+    token = _remembered_labels.set({} if outer is None else outer)
     try:
         yield
     finally:
-        _remembered_labels = outer
+        _remembered_labels.reset(token)
 
 
 @torch.no_grad()
 def image_labels(generator, segmenter, image_ids: list[int], seed: int = 1) -> torch.Tensor:
     """The segmenter's labels (N, H, W) of the request's image ids."""
-    if _remembered_labels is None:
+    known = _remembered_labels.get()
+    if known is None:
         return segmenter.segment(generated_images(generator, image_ids, seed)).cpu()
-    known = _remembered_labels
     key = (id(generator), id(segmenter), seed)
     missing = [i for i in dict.fromkeys(image_ids) if (key, i) not in known]
     if missing:
