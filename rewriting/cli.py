@@ -26,8 +26,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
 def freeze_imported_objects() -> None:
     """Hide what is alive now (torch's, Lightning's, Hydra's modules) from later garbage collections, once.
 
-    A full collection walks every object; after these imports that is most of a second per collection,
-    spent on objects that are never garbage. Once per process, so a sweep's own garbage is never frozen.
+    A full collection walks every object, and these imports leave millions that are never garbage: the
+    collection at exit alone took 0.8 s. Once per process, so a sweep's own garbage is never frozen.
     """
     gc.freeze()
 
