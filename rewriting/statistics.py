@@ -8,16 +8,17 @@ import time
 from pathlib import Path
 
 import torch
-
-from .models.download import cache_dir as cache_root
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .models.checkpoints import state_dict_sha256
+from .models.download import cache_dir as cache_root
 from .statistics_batches import SecondMoment, key_products, latents_for_statistics
 from .statistics_distributed import distributed_second_moment
 
-CACHE_FORMAT = 4  # 2: random-noise statistics independent of the batch size; 3: keys made in per-layer CPU chunks; 4: channels-last upsampling
+# 2: random-noise statistics independent of the batch size; 3: keys made in per-layer CPU chunks;
+# 4: channels-last upsampling on a CPU
+CACHE_FORMAT = 4
 
 
 @torch.no_grad()

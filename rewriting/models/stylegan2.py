@@ -192,9 +192,9 @@ class StyleGAN2Generator(nn.Module):
                 side = self.layer_resolution(layer)
                 per_image = conv.conv.out_channels * side * side * parts[0].x.element_size()
                 parts = [piece for part in parts for piece in part.split(max(1, chunk_bytes // per_image))]
+            layer_noise = noise[layer - 2]
             for part in parts:
                 rows = slice(part.start, part.stop)
-                layer_noise = noise[layer - 2]
                 part.x = conv(part.x, w[rows], layer_noise if layer_noise.shape[0] == 1 else layer_noise[rows],
                               fused=fused)
                 if to_rgb is not None and stop_before_layer is None:
