@@ -17,8 +17,8 @@ from .statistics_batches import SecondMoment, key_products, latents_for_statisti
 from .statistics_distributed import distributed_second_moment
 
 # 2: random-noise statistics independent of the batch size; 3: keys made in per-layer CPU chunks;
-# 4: channels-last upsampling on a CPU
-CACHE_FORMAT = 4
+# 4: channels-last upsampling on a CPU; 5: demodulation, noise and bias in one pass
+CACHE_FORMAT = 5
 
 
 @torch.no_grad()

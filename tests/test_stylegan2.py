@@ -278,3 +278,35 @@ def test_cpu_chunks_give_the_images_and_layer_inputs_of_one_image_at_a_time(make
             assert torch.allclose(layer_input.features[i:i + 1], alone_input.features, atol=1e-5)
     assert images.shape == (7, 3, 32, 32)
     assert layer_input.noise is noise[4]  # layer 6 adds noise input 4, whole, as given
+
+
+@pytest.mark.parametrize("upsample", [False, True])
+@pytest.mark.parametrize("per_sample_noise", [False, True])
+@pytest.mark.parametrize("clamp", [None, 0.5])
+def test_layer_output_in_one_pass_equals_the_step_by_step_layer(upsample, per_sample_noise, clamp):
+    """Demodulation, noise, bias and gain in one multiply-add give the step-by-step layer and its gradient."""
+    from rewriting.models.stylegan2_layers import StyledConv
+    torch.manual_seed(3)
+    layer = StyledConv(6, 5, 4, upsample=upsample)
+    layer.noise.weight.data.fill_(0.7)
+    layer.activate.bias.data.normal_()
+    layer.activate.clamp = clamp
+    x = torch.randn(3, 6, 8, 8)
+    w = torch.randn(3, 4)
+    side = 16 if upsample else 8
+    noise = torch.randn(3 if per_sample_noise else 1, 1, side, side)
+    weight = layer.weight.detach().clone().requires_grad_(True)
+
+    keys, style = layer.modulate(x, w)
+    fast = layer.values_from_keys(keys, style, noise, weight)
+    slow = layer.activate(layer.noise(layer.conv.convolve(keys, style, weight), noise))
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    assert fast.shape == (3, 5, side, side)
+    if upsample:  # a CPU upsampling layer hands on channels-last features, as the next layer's conv wants
+        assert fast.is_contiguous(memory_format=torch.channels_last)
+    target = torch.randn_like(fast)
+    fast_gradient, = torch.autograd.grad((fast * target).sum(), weight)
+    slow_gradient, = torch.autograd.grad((slow * target).sum(), weight)
+    torch.testing.assert_close(fast_gradient, slow_gradient, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, w, noise), slow, atol=1e-5, rtol=1e-5)

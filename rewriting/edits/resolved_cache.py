@@ -25,7 +25,9 @@ from .spec import EditSpec
 
 log = logging.getLogger("rewriting")
 
-CACHE_FORMAT = 3  # 2: the images searched are made in per-layer CPU chunks; 3: channels-last upsampling
+# 2: the images searched are made in per-layer CPU chunks; 3: channels-last upsampling;
+# 4: demodulation, noise and bias in one pass
+CACHE_FORMAT = 4
 
 
 def default_cache_dir() -> Path:

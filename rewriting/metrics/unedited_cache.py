@@ -20,7 +20,9 @@ from ..atomic import atomic_path
 from ..models.checkpoints import state_dict_sha256
 from ..models.download import cache_dir as cache_root
 
-CACHE_FORMAT = 4  # 3: images made in per-layer CPU chunks (CPU_CHUNK_BYTES); 4: channels-last upsampling
+# 3: images made in per-layer CPU chunks (CPU_CHUNK_BYTES); 4: channels-last upsampling;
+# 5: demodulation, noise and bias in one pass
+CACHE_FORMAT = 5
 DEFAULT_MAX_MEGABYTES = 2048  # larger samples (e.g. 10,000 256-px images) are recomputed, not stored
 
 

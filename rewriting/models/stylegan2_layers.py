@@ -1,8 +1,9 @@
 """StyleGAN2 building blocks in pure PyTorch, named so state dicts match rosinality's.
 
 The modulated convolution is kept split: modulation (w -> style s), modulate (x * s:
-the *keys* of the rewriting method), a plain convolution with the shared weight,
-demodulation from the (possibly edited) weight, blur, noise, bias + activation.
+the *keys* of the rewriting method), a plain convolution with the shared weight, blur,
+then demodulation from the (possibly edited) weight, noise and bias in one multiply-add,
+and the activation in place.
 The fused grouped-conv form of the original StyleGAN2 is kept beside it for parity.
 """
 from __future__ import annotations
@@ -26,8 +27,11 @@ def make_blur_kernel(taps: tuple[float, ...] = (1, 3, 3, 1)) -> torch.Tensor:
 def depthwise_fir(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
     """upfirdn2d with up=down=1: pad, then true convolution with `kernel` per channel."""
     channels = x.shape[1]
-    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
     weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(channels, 1, *kernel.shape)
+    if pad[0] == pad[1]:
+        # The conv pads as it reads: no padded copy of x is written first (a fill and a copy pass).
+        return F.conv2d(x, weight, padding=pad[0], groups=channels)
+    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
     return F.conv2d(x, weight, groups=channels)
 
 
@@ -121,13 +125,11 @@ class ModulatedConv2d(nn.Module):
         squared = (weight * self.scale).pow(2).sum(dim=(2, 3))  # (out, in)
         return torch.rsqrt(style.pow(2) @ squared.t() + 1e-8)
 
-    def convolve(self, keys: torch.Tensor, style: torch.Tensor, weight: torch.Tensor | None = None,
-                 demodulation: torch.Tensor | None = None) -> torch.Tensor:
-        """Plain conv of the modulated input, then demodulation and blur.
+    def convolve_undemodulated(self, keys: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Plain conv of the modulated input (and blur): the layer before demodulation.
 
-        keys (N, in, h, w), style (N, in), weight (out, in, k, k) or None for the layer's own,
-        demodulation (N, out) to use instead of the one the weight implies
-        -> (N, out, H, W) with H = 2h on upsampling layers.
+        keys (N, in, h, w), weight (out, in, k, k) or None for the layer's own -> (N, out, H, W),
+        H = 2h on upsampling layers.
         """
         if weight is None:
             weight = self.weight[0]
@@ -137,15 +139,24 @@ class ModulatedConv2d(nn.Module):
                 # oneDNN's strided transposed conv and the depthwise blur after it are ~3x faster on
                 # channels-last tensors on a CPU (the same numbers); later layers take either layout.
                 keys = keys.contiguous(memory_format=torch.channels_last)
-            out = F.conv_transpose2d(keys, scaled.transpose(0, 1), stride=2, padding=0)
-        else:
-            out = F.conv2d(keys, scaled, padding=self.kernel_size // 2)
+            # Demodulation is a per-image, per-channel factor, so it commutes with the blur: it is
+            # applied after, in the same pass as the noise and bias.
+            return self.blur(F.conv_transpose2d(keys, scaled.transpose(0, 1), stride=2, padding=0))
+        return F.conv2d(keys, scaled, padding=self.kernel_size // 2)
+
+    def convolve(self, keys: torch.Tensor, style: torch.Tensor, weight: torch.Tensor | None = None,
+                 demodulation: torch.Tensor | None = None) -> torch.Tensor:
+        """Plain conv of the modulated input, demodulation and blur.
+
+        keys (N, in, h, w), style (N, in), weight (out, in, k, k) or None for the layer's own,
+        demodulation (N, out) to use instead of the one the weight implies
+        -> (N, out, H, W) with H = 2h on upsampling layers.
+        """
+        out = self.convolve_undemodulated(keys, weight)
         if demodulation is None and self.demodulate:
-            demodulation = self.demodulation(style, weight)
+            demodulation = self.demodulation(style, self.weight[0] if weight is None else weight)
         if demodulation is not None:
             out = out * demodulation[:, :, None, None]
-        if self.upsample:
-            out = self.blur(out)
         return out
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = False) -> torch.Tensor:
@@ -191,6 +202,16 @@ class FusedLeakyReLU(nn.Module):
         out = F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
         return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
+    def scaled_and_shifted(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """forward(x * scale + shift) in two passes over x. x (N, C, H, W), scale (N, C), shift (N or 1, 1, H, W)."""
+        # leaky_relu(v) * g = leaky_relu(g * v) for g > 0, so the gain joins the scale and the shift; the
+        # shift and the bias are one image's worth, added to every image by the same multiply-add.
+        offset = (shift + self.bias[None, :, None, None]) * SQRT2
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            offset = offset.contiguous(memory_format=torch.channels_last)  # else the output would be NCHW
+        out = F.leaky_relu(torch.addcmul(offset, x, (scale * SQRT2)[:, :, None, None]), 0.2, inplace=True)
+        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
+
 
 class StyledConv(nn.Module):
     """One editable generator layer: keys = x * s, values = act(blur(demod(conv(keys))) + noise)."""
@@ -219,10 +240,14 @@ class StyledConv(nn.Module):
     def values_from_keys(self, keys: torch.Tensor, style: torch.Tensor, noise: torch.Tensor,
                          weight: torch.Tensor | None = None) -> torch.Tensor:
         """Layer output for given keys, optionally with a replacement weight (out, in, k, k)."""
-        return self.activate(self.noise(self.conv.convolve(keys, style, weight), noise))
+        weight = self.weight if weight is None else weight
+        return self.activate.scaled_and_shifted(self.conv.convolve_undemodulated(keys, weight),
+                                                self.conv.demodulation(style, weight), self.noise.weight * noise)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor, fused: bool = False) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, w, fused=fused), noise))
+        if fused:
+            return self.activate(self.noise(self.conv(x, w, fused=True), noise))
+        return self.values_from_keys(*self.modulate(x, w), noise)
 
 
 class ToRGB(nn.Module):
