@@ -6,6 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from rewriting.cli import freeze_imported_objects, objective, prepare_argv, report_error
+from rewriting.cpu_memory import reuse_freed_memory
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -20,6 +21,7 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    reuse_freed_memory()
     sys.argv = prepare_argv(sys.argv)
     try:
         main()

@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3, help="second-moment runs; the fastest is reported")
     args = parser.parse_args()
+    freed_memory_reused = rewriting.reuse_freed_memory()  # as run.py and the editor do
 
     generator = rewriting.load_generator(args.checkpoint, name=None if args.checkpoint else "toytown",
                                          device=args.device)
@@ -121,7 +122,8 @@ def main() -> None:
     floor_seconds = flops_per_image * args.images / flop_rate
     report = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "package_version": package_version(),
+        "threads": torch.get_num_threads(), "freed_memory_reused": freed_memory_reused, "torch": torch.__version__,
+        "package_version": package_version(),
         "checkpoint": args.checkpoint or "toytown (bundled)", "size": generator.size, "layer": layer,
         "key_dim": int(stats.matrix.shape[0]), "second_moment_images": args.images,
         "second_moment_vectors": stats.count, "second_moment_seconds": stats.seconds,

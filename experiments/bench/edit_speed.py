@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "edit_speed_cpu.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    freed_memory_reused = rewriting.reuse_freed_memory()  # as run.py and the editor do
     generator = rewriting.load_generator(name="toytown")
     segmenter = load_segmenter({"segmenter": "auto"}, generator)
     base = [f"edit={args.edit}"] + ([f"layer={args.layer}"] if args.layer is not None else [])
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows.values():
         row["speed_up_over_last"] = reference / row["edit_seconds_median"]
     report = {"edit": args.edit, "layer": layer, "samples": args.samples, "threads": args.threads,
+              "freed_memory_reused": freed_memory_reused,
               "device": platform.processor() or "cpu", "torch": torch.__version__,
               "package_version": package_version(), "generator_sha256": generator.checkpoint_sha256,
               "command": " ".join(["python experiments/bench/edit_speed.py", *(argv if argv is not None else sys.argv[1:])]),

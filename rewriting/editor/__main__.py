@@ -7,6 +7,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     from ..cli import report_error
+    from ..cpu_memory import reuse_freed_memory
+    reuse_freed_memory()
     from .config import compose_config, parse_arguments, session_from_config
     options, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
