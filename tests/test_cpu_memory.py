@@ -35,9 +35,10 @@ def _page_faults(mode: str) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator thresholds")
 def test_a_layer_run_again_reuses_its_freed_memory_without_page_faults():
-    default, reused = _page_faults("default"), _page_faults("reuse")
-    assert default > 20 * 2048  # glibc's default: every call faults at least one 8 MB tensor's 2,048 pages in
-    assert reused < default / 10
+    # Each call makes three 8 MB tensors (2,048 pages each): 20 calls faulting them in afresh would be
+    # ~123,000 faults, which is what glibc's default gives here (133,000-143,000 measured).
+    reused = _page_faults("reuse")
+    assert reused < 2 * 3 * 2048, f"{reused} page faults (glibc's default here: {_page_faults('default')})"
 
 
 def test_the_users_own_allocator_settings_are_left_alone():

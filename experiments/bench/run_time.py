@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
               "warm_wall_seconds_median": statistics.median(run["wall_seconds"] for run in warm),
               "metrics_equal_cold_and_warm": same}
     write_json(args.out, report)
+
     def metric_pass(run: dict) -> str:  # metrics=none runs none
         return "no metric pass" if run["metric_seconds"] is None else f"metric pass {run['metric_seconds']:.1f} s"
     print(f"cold {cold['wall_seconds']:.1f} s ({metric_pass(cold)}), warm {report['warm_wall_seconds_median']:.1f} s "
