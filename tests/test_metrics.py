@@ -260,7 +260,7 @@ EXPECTED_KEYS = {
     "undesired_change_lpips_alex", "segmenter_fid_edited_vs_unedited", "share_showing_dark_before",
     "share_showing_dark_after", "share_showing_bright_before", "share_showing_bright_after",
     "source_labelled_dark_after", "source_labelled_bright_after", "num_samples", "seed", "metric_seconds", "warnings",
-    "unedited_from_cache",
+    "unedited_from_cache", "unedited_states_from_cache",
 }
 
 
@@ -311,7 +311,8 @@ def test_evaluate_edit_without_segmenter_reports_only_image_distances():
     generator = tiny_generator()
     results = evaluate_edit(generator, perturbed_copy(generator), num_samples=4, batch_size=4,
                             lpips_net=None, progress=False)
-    assert set(results) == {"whole_image_l1", "num_samples", "seed", "metric_seconds", "warnings", "unedited_from_cache"}
+    assert set(results) == {"whole_image_l1", "num_samples", "seed", "metric_seconds", "warnings", "unedited_from_cache",
+                            "unedited_states_from_cache"}
     assert results["whole_image_l1"] > 0
 
 
@@ -329,7 +330,8 @@ class ModuleThresholdSegmenter(nn.Module):
 
 
 def without_timing(results: dict) -> dict:
-    return {key: value for key, value in results.items() if key not in ("metric_seconds", "unedited_from_cache")}
+    return {key: value for key, value in results.items() if key not in ("metric_seconds", "unedited_from_cache",
+                                                                       "unedited_states_from_cache")}
 
 
 def test_the_cached_unedited_side_gives_identical_metrics_for_every_later_edit(tmp_path):
@@ -348,6 +350,44 @@ def test_the_cached_unedited_side_gives_identical_metrics_for_every_later_edit(t
     assert without_timing(cold) == without_timing(plain_first)
     assert without_timing(warm) == without_timing(plain_second)
     assert warm["undesired_change_l1"] != cold["undesired_change_l1"]  # the edited side is measured afresh
+
+
+def whole_pass(monkeypatch, before, after, **options) -> dict:
+    """The metrics with both generators run from the first layer (no resuming), uncached."""
+    import rewriting.metrics.edit_metric_sums as edit_metric_sums
+    with monkeypatch.context() as patch:
+        patch.setattr(edit_metric_sums, "resume_layer", lambda *generators: None)
+        return without_timing(evaluate(before, after, **options))
+
+
+def test_a_later_edit_of_the_same_layer_runs_only_the_layers_from_the_edit_on(tmp_path, monkeypatch):
+    """The unedited synthesis states before the edited layer are cached: later passes start there."""
+    generator = tiny_generator()
+    first_edit, second_edit = perturbed_copy(generator), perturbed_copy(generator, scale=0.2)
+    cached = dict(segmenter=ModuleThresholdSegmenter(), cache_unedited=True, cache_dir=tmp_path)
+    cold = evaluate(generator, first_edit, **cached)
+    assert [path.name.split("_")[1] for path in tmp_path.glob("states_*.pt")] == ["layer4"]
+    ran: list[str] = []
+    hooks = [module.register_forward_hook(lambda module, *args, name=name: ran.append(name))
+             for name, module in second_edit.named_modules() if name]
+    warm = evaluate(generator, second_edit, **cached)
+    for hook in hooks:
+        hook.remove()
+    assert warm["unedited_states_from_cache"] is True and cold["unedited_states_from_cache"] is False
+    # Layers 2 and 3 (conv1, convs.0) and the mapping never ran on the edited generator; layer 4 on did.
+    assert not any(name.startswith(("style", "conv1", "convs.0.", "to_rgb1")) for name in ran)
+    assert any(name.startswith("convs.1.") for name in ran)
+    assert without_timing(warm) == whole_pass(monkeypatch, generator, second_edit, segmenter=ModuleThresholdSegmenter())
+    assert without_timing(cold) == whole_pass(monkeypatch, generator, first_edit, segmenter=ModuleThresholdSegmenter())
+    # Another layer's edit keeps its own states; a changed mapping shares nothing and runs whole.
+    evaluate(generator, perturbed_copy(generator, layer=6), **cached)
+    assert sorted(path.name.split("_")[1] for path in tmp_path.glob("states_*.pt")) == ["layer4", "layer6"]
+    remapped = copy.deepcopy(second_edit)
+    with torch.no_grad():
+        remapped.style[1].weight.mul_(1.1)
+    assert without_timing(evaluate(generator, remapped, **cached)) == whole_pass(
+        monkeypatch, generator, remapped, segmenter=ModuleThresholdSegmenter())
+    assert len(list(tmp_path.glob("states_*.pt"))) == 2
 
 
 def test_the_unedited_cache_is_keyed_by_generator_segmenter_and_sample(tmp_path):

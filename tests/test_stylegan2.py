@@ -2,6 +2,7 @@
 checkpoints (round trip, architecture from shapes, bad tensors), truncation and noise."""
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -278,6 +279,54 @@ def test_cpu_chunks_give_the_images_and_layer_inputs_of_one_image_at_a_time(make
             assert torch.allclose(layer_input.features[i:i + 1], alone_input.features, atol=1e-5)
     assert images.shape == (7, 3, 32, 32)
     assert layer_input.noise is noise[4]  # layer 6 adds noise input 4, whole, as given
+
+
+@pytest.mark.parametrize("chunk_bytes", [3000, 1 << 30])
+@pytest.mark.parametrize("noise_mode", ["fixed", "random"])
+def test_synthesis_resumed_from_a_state_gives_the_whole_pass_images_bit_for_bit(make_generator, monkeypatch, tmp_path,
+                                                                               chunk_bytes, noise_mode):
+    """A metric pass runs the edited generator only from the edited layer on: its images must not move at all."""
+    import rewriting.models.stylegan2 as stylegan2
+    from rewriting.models.stylegan2 import SynthesisState
+    monkeypatch.setattr(stylegan2, "CPU_CHUNK_BYTES", chunk_bytes)
+    generator = make_generator(size=32, style_dim=16, n_mlp=1, seed=5)
+    z = sample_z(7, 16, seed=4)
+    noise = generator.make_noise(7, mode=noise_mode, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        w = generator.mapping(z)
+        whole = generator.synthesis(w, noise=noise)
+        for layer in generator.layer_numbers:
+            images, kept = generator.synthesis_with_state(w, layer, noise=noise)
+            assert torch.equal(images, whole)
+            alone = generator.synthesis_state(w, layer, noise=noise)
+            torch.save(kept.stored(), tmp_path / "state.pt")
+            reloaded = SynthesisState.from_stored(torch.load(tmp_path / "state.pt", weights_only=True))
+            for state in (kept, alone, reloaded):
+                assert state.layer == layer
+                assert torch.equal(generator.resume_synthesis(state, noise=noise), whole), layer
+
+
+def test_first_differing_layer_names_the_earliest_change_an_edit_makes(make_generator):
+    generator = make_generator(size=32, style_dim=16, n_mlp=1, seed=5)
+    assert generator.first_differing_layer(copy.deepcopy(generator)) is None
+    for layer in generator.layer_numbers:
+        edited = copy.deepcopy(generator)
+        with torch.no_grad():
+            edited.layer_editable_weight(layer)[0, 0, 0, 0] += 1
+        assert generator.first_differing_layer(edited) == layer
+    changes = {
+        "the ToRGB after layer 4 (its skip feeds every later layer)": (lambda g: g.to_rgbs[0].bias, 4),
+        "layer 5's noise": (lambda g: g.noises.noise_3, 5),
+        "the mapping network": (lambda g: g.style[1].weight, 2),
+    }
+    for what, (tensor, expected) in changes.items():
+        edited = copy.deepcopy(generator)
+        with torch.no_grad():
+            tensor(edited).add_(1)
+        assert generator.first_differing_layer(edited) == expected, what
+    truncated = copy.deepcopy(generator)
+    truncated.truncation = 0.7
+    assert generator.first_differing_layer(truncated) == 2
 
 
 @pytest.mark.parametrize("upsample", [False, True])

@@ -26,7 +26,7 @@ from rewriting.deltas import package_version
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMINGS = ("edit_seconds", "metric_seconds", "second_moment_seconds", "second_moment_from_cache",
-           "unedited_from_cache")
+           "unedited_from_cache", "unedited_states_from_cache")
 
 
 def timed_run(out_dir: Path, cache: Path, overrides: list[str]) -> dict:

@@ -45,6 +45,18 @@ def _weights_absent(name: str, error: WeightsUnavailableError, warnings: list[st
     return f"weights absent: {BACKBONE_WEIGHTS[name].filename}"
 
 
+def resume_layer(generator_before: nn.Module, generator_after: nn.Module) -> int | None:
+    """The layer the edited generator's pass resumes at from the unedited one's state; None: a whole pass.
+
+    Only generators that can resume (StyleGAN2) and that share at least one layer qualify.
+    """
+    first_differing = getattr(generator_before, "first_differing_layer", None)
+    if first_differing is None or not hasattr(generator_after, "resume_synthesis"):
+        return None
+    layer = first_differing(generator_after)
+    return layer if layer is not None and layer > generator_before.layer_numbers[0] else None
+
+
 class EditMetricSums:
     """Float64 sums over batches of one seeded sample; equal sums give equal metrics, however split.
 
@@ -64,6 +76,7 @@ class EditMetricSums:
         self.region_dilate, self.min_pixels = options["region_dilate"], options["min_pixels"]
         self.lpips_net = options["lpips_net"]
         self.device = next(generator_before.parameters()).device
+        self.resume_layer = resume_layer(generator_before, generator_after)
         self.absent_weights: dict[str, str] = {}  # metric key -> "weights absent: FILE"
         self.warnings: list[str] = []
         self.lpips_key = (f"{'undesired_change' if self.region_classes is not None else 'whole_image'}"
@@ -99,20 +112,33 @@ class EditMetricSums:
         self.region_after = torch.zeros(len(self.label_names), dtype=torch.long)
 
     @torch.no_grad()
-    def add(self, z: torch.Tensor, before: torch.Tensor | None = None,
-            labels_before: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def add(self, z: torch.Tensor, before: torch.Tensor | None = None, labels_before: torch.Tensor | None = None,
+            state_before: Any = None) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
         """One batch of latents (n, z_dim) through both generators, with their fixed noise.
 
         before / labels_before: the unedited images (n, 3, H, W) and their labels (n, H, W), when
         already known (a cached unedited side); their FID reference features are then not added.
-        Returns the unedited images and labels used.
+        state_before: the unedited synthesis's state before `resume_layer`, when known (cached).
+        Returns the unedited images, labels and state (None without a resume layer) used.
         """
         z = z.to(self.device)
         reference_known = before is not None
         with _fixed_noise(self.before_model, self.after_model):
-            if before is None:
-                before = self.before_model(z).float()
-            after = self.after_model(z).float()
+            if self.resume_layer is None:
+                if before is None:
+                    before = self.before_model(z).float()
+                after = self.after_model(z).float()
+            else:  # the layers before the edit are the same in both generators: run them once
+                if state_before is None:
+                    w = self.before_model.mapping(z)
+                    if before is None:
+                        before, state_before = self.before_model.synthesis_with_state(w, self.resume_layer)
+                        before = before.float()
+                    else:
+                        state_before = self.before_model.synthesis_state(w, self.resume_layer)
+                elif before is None:
+                    before = self.before_model.resume_synthesis(state_before).float()
+                after = self.after_model.resume_synthesis(state_before).float()
         before = before.to(self.device)
         self.counts["samples"] += z.shape[0]
         distance = l1_map(before, after)
@@ -148,7 +174,7 @@ class EditMetricSums:
                 if not reference_known:
                     fid.add_images(metric, before, reference=True)
                 fid.add_images(metric, after, reference=False)
-        return before, labels_before
+        return before, labels_before, state_before
 
     def fid_reference_states(self) -> dict[str, dict[str, torch.Tensor]]:
         """The FID metrics' reference (unedited) states, by metric name, on the CPU."""

@@ -18,7 +18,8 @@ from rewriting.errors import RewritingError
 from rewriting.metrics.edit_metric_sums import EditMetricSums
 from rewriting.metrics.evaluate_distributed import distributed_edit_metrics
 from rewriting.metrics.success import PRESENCE_MIN_PIXELS
-from rewriting.metrics.unedited_cache import UneditedCache, UneditedSide, can_cache, unedited_key
+from rewriting.metrics.unedited_cache import (SynthesisStatesCache, UneditedCache, UneditedSide, can_cache,
+                                               unedited_key)
 
 ClassList = Sequence[int | str]
 
@@ -112,45 +113,66 @@ def evaluate_edit(
                                            distributed)
     else:
         cache = None
+        states_key = None
         if cache_unedited and can_cache(segmenter, fid_features):
             cache = UneditedCache(unedited_key(generator_before, num_samples, batch_size, seed, segmenter,
                                                fid_features), cache_dir)
-        results = _one_device_pass(generator_before, generator_after, options, latents, batch_size, progress, cache)
+            states_key = unedited_key(generator_before, num_samples, batch_size, seed)
+        results = _one_device_pass(generator_before, generator_after, options, latents, batch_size, progress, cache,
+                                   states_key, cache_dir)
     results.setdefault("unedited_from_cache", False)
+    results.setdefault("unedited_states_from_cache", False)
     results["seed"] = seed
     results["metric_seconds"] = time.perf_counter() - started
     return results
 
 
 def _one_device_pass(generator_before: nn.Module, generator_after: nn.Module, options: dict, latents: torch.Tensor,
-                     batch_size: int, progress: bool, cache: UneditedCache | None) -> dict[str, Any]:
-    """The metrics of one seeded sample on one device; the unedited side from `cache` when it holds it."""
+                     batch_size: int, progress: bool, cache: UneditedCache | None, states_key: dict | None = None,
+                     cache_dir: str | None = None) -> dict[str, Any]:
+    """The metrics of one seeded sample on one device; the unedited side (and its synthesis states
+    before the edited layer) from the caches when they hold them."""
     num_samples = latents.shape[0]
+    batches = -(-num_samples // batch_size)
     cached = cache.load() if cache is not None else None
     accumulator = EditMetricSums(generator_before, generator_after, options, latents,
                                  cached.images[0][:1] if cached is not None else None)
     if cached is not None and (not set(accumulator.fid_reference_states()) <= set(cached.fid_reference)
                                or (options["segmenter"] is not None and not cached.labels)):
         cached = None  # stored without something this pass needs: recompute and replace it
+    states_cache = None
+    if states_key is not None and accumulator.resume_layer is not None:
+        states_cache = SynthesisStatesCache(states_key, accumulator.resume_layer, cache_dir)
+    cached_states = states_cache.load() if states_cache is not None else None
+    if cached_states is not None and len(cached_states) != batches:
+        cached_states = None
     recorded = UneditedSide()
+    recorded_states: list = []
     bar = tqdm(total=num_samples, desc="edit metrics", unit="img", disable=not progress)
     for index, start in enumerate(range(0, num_samples, batch_size)):
         batch = latents[start : start + batch_size]
+        state = cached_states[index] if cached_states is not None else None
         if cached is not None:
-            accumulator.add(batch, cached.images[index], cached.labels[index] if cached.labels else None)
+            _, _, state = accumulator.add(batch, cached.images[index], cached.labels[index] if cached.labels else None,
+                                          state)
         else:
-            before, labels = accumulator.add(batch)
+            before, labels, state = accumulator.add(batch, state_before=state)
             if cache is not None and cache.fits(before.shape[1:], num_samples):
                 recorded.images.append(before.cpu())
                 if labels is not None:
                     recorded.labels.append(labels.cpu())
+        if states_cache is not None and cached_states is None and states_cache.fits(state.nbytes, batches):
+            recorded_states.append(state)
         bar.update(min(batch_size, num_samples - start))
     bar.close()
     if cached is not None:
         accumulator.load_fid_reference_states(cached.fid_reference)
-    elif cache is not None and len(recorded.images) == -(-num_samples // batch_size):
+    elif cache is not None and len(recorded.images) == batches:
         recorded.fid_reference = accumulator.fid_reference_states()
         cache.save(recorded)
+    if states_cache is not None and len(recorded_states) == batches:
+        states_cache.save(recorded_states)
     results = accumulator.results_dict()
     results["unedited_from_cache"] = cached is not None
+    results["unedited_states_from_cache"] = cached_states is not None
     return results

@@ -24,6 +24,9 @@ from ..models.download import cache_dir as cache_root
 # 5: demodulation, noise and bias in one pass
 CACHE_FORMAT = 5
 DEFAULT_MAX_MEGABYTES = 2048  # larger samples (e.g. 10,000 256-px images) are recomputed, not stored
+# The unedited synthesis's states before an edited layer: one entry per layer, so a smaller limit.
+STATES_FORMAT = 1
+STATES_MAX_MEGABYTES = 1024
 
 
 def _module_hash(module) -> str | None:
@@ -100,3 +103,39 @@ class UneditedCache:
                         "labels_dtype": str(side.labels[0].dtype).removeprefix("torch.") if side.labels else "int64",
                         "fid_reference": {name: {state: value.cpu() for state, value in states.items()}
                                           for name, states in side.fid_reference.items()}}, temporary)
+
+
+class SynthesisStatesCache:
+    """The unedited generator's synthesis states before one layer, per batch of a metric pass.
+
+    The layers before an edited one are the same in the edited generator, so a later edit of that
+    layer runs only the layers from there on. `load()` gives the states or None; `save(states)` stores them.
+    """
+
+    def __init__(self, key: dict, layer: int, cache_dir: str | os.PathLike | None = None,
+                 max_megabytes: float = STATES_MAX_MEGABYTES) -> None:
+        self.key_text = json.dumps({**key, "states_format": STATES_FORMAT, "layer": int(layer)}, sort_keys=True)
+        digest = hashlib.sha256(self.key_text.encode()).hexdigest()[:24]
+        self.path = Path(cache_dir or default_cache_dir()) / f"states_layer{int(layer)}_{digest}.pt"
+        self.max_bytes = max_megabytes * 2**20
+
+    def fits(self, bytes_per_batch: int, batches: int) -> bool:
+        return bytes_per_batch * batches <= self.max_bytes
+
+    def load(self) -> list | None:
+        from ..models.stylegan2 import SynthesisState
+        if not self.path.is_file():
+            return None
+        try:
+            stored = torch.load(self.path, map_location="cpu", weights_only=True)
+            if stored.get("key") != self.key_text:
+                return None
+            return [SynthesisState.from_stored(state) for state in stored["states"]]
+        except Exception:
+            return None  # a corrupt or foreign file is recomputed and replaced
+
+    def save(self, states: list) -> None:
+        with atomic_path(self.path) as temporary:
+            torch.save({"key": self.key_text,
+                        "states": [{name: value.cpu() if isinstance(value, torch.Tensor) else value
+                                    for name, value in state.stored().items()} for state in states]}, temporary)

@@ -58,6 +58,35 @@ class _Rows:
                 for first in range(0, self.stop - self.start, size)]
 
 
+@dataclass
+class SynthesisState:
+    """A batch partway through the synthesis, just before `layer`: each chunk's features and RGB skip.
+
+    `resume_synthesis` finishes it; `stored()` / `from_stored()` turn it into plain tensors and back.
+    """
+    layer: int
+    w: torch.Tensor  # (N, style_dim)
+    parts: list[_Rows]
+
+    def stored(self) -> dict:
+        """Plain tensors: the batch's features (N, C, h, w) and skip (N, 3, h', w') or None, and the chunk bounds."""
+        skips = [part.skip for part in self.parts]
+        return {"layer": self.layer, "w": self.w, "bounds": torch.tensor([[p.start, p.stop] for p in self.parts]),
+                "features": torch.cat([part.x for part in self.parts]),
+                "skip": None if skips[0] is None else torch.cat(skips)}
+
+    @classmethod
+    def from_stored(cls, stored: dict) -> "SynthesisState":
+        features, skip = stored["features"], stored["skip"]
+        parts = [_Rows(int(start), int(stop), features[start:stop], None if skip is None else skip[start:stop])
+                 for start, stop in stored["bounds"].tolist()]
+        return cls(int(stored["layer"]), stored["w"], parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(part.x.nbytes + (0 if part.skip is None else part.skip.nbytes) for part in self.parts)
+
+
 class StyleGAN2Generator(nn.Module):
     """`G(z)` -> images (N, 3, H, W) in about [-1, 1]; truncation and noise mode are attributes."""
 
@@ -175,19 +204,24 @@ class StyleGAN2Generator(nn.Module):
         """z (N, z_dim) -> images (N, 3, size, size)."""
         return self.synthesis(self.mapping(z, truncation), noise=noise, fused=fused)
 
-    def synthesis(self, w: torch.Tensor, noise: list[torch.Tensor] | None = None, fused: bool | None = None,
-                  stop_before_layer: int | None = None):
-        """w (N, style_dim) -> images; or, with stop_before_layer, that layer's LayerInput."""
-        noise = noise if noise is not None else self.make_noise(w.shape[0])
-        fused = self.fused if fused is None else fused
-        chunk_bytes = CPU_CHUNK_BYTES if w.device.type == "cpu" else None
-        parts = [_Rows(0, w.shape[0], self.input(w.shape[0]), None)]
-        steps = [(2, self.conv1, self.to_rgb1)] + [
+    def _steps(self) -> list[tuple[int, StyledConv, ToRGB | None]]:
+        """(layer number, conv, the ToRGB that follows it or None), in synthesis order."""
+        return [(2, self.conv1, self.to_rgb1)] + [
             (k + 3, self.convs[k], self.to_rgbs[k // 2] if k % 2 else None) for k in range(len(self.convs))]
-        for layer, conv, to_rgb in steps:
-            if stop_before_layer == layer:
-                features = torch.cat([part.x for part in parts]) if len(parts) > 1 else parts[0].x
-                return LayerInput(features, w, noise[layer - 2])  # channels-last after a CPU upsampling
+
+    def _run(self, parts: list[_Rows], w: torch.Tensor, noise: list[torch.Tensor], fused: bool, first_layer: int,
+             stop_before_layer: int | None = None, rgb: bool = True,
+             keep_state_before: int | None = None) -> tuple[list[_Rows], SynthesisState | None]:
+        """Layers first_layer.. on `parts`, up to stop_before_layer (or to the image); the state before keep_state_before."""
+        chunk_bytes = CPU_CHUNK_BYTES if w.device.type == "cpu" else None
+        kept = None
+        for layer, conv, to_rgb in self._steps():
+            if layer < first_layer:
+                continue
+            if layer == stop_before_layer:
+                break
+            if layer == keep_state_before:
+                kept = SynthesisState(layer, w, [_Rows(part.start, part.stop, part.x, part.skip) for part in parts])
             if chunk_bytes is not None:
                 side = self.layer_resolution(layer)
                 per_image = conv.conv.out_channels * side * side * parts[0].x.element_size()
@@ -197,10 +231,82 @@ class StyleGAN2Generator(nn.Module):
                 rows = slice(part.start, part.stop)
                 part.x = conv(part.x, w[rows], layer_noise if layer_noise.shape[0] == 1 else layer_noise[rows],
                               fused=fused)
-                if to_rgb is not None and stop_before_layer is None:
+                if to_rgb is not None and rgb:
                     part.skip = to_rgb(part.x, w[rows], part.skip, fused=fused)
+        return parts, kept
+
+    @staticmethod
+    def _image(parts: list[_Rows]) -> torch.Tensor:
         # Contiguous: on a CPU the upsampling layers hand on channels-last tensors.
         return (torch.cat([part.skip for part in parts]) if len(parts) > 1 else parts[0].skip).contiguous()
+
+    def synthesis(self, w: torch.Tensor, noise: list[torch.Tensor] | None = None, fused: bool | None = None,
+                  stop_before_layer: int | None = None):
+        """w (N, style_dim) -> images; or, with stop_before_layer, that layer's LayerInput."""
+        noise = noise if noise is not None else self.make_noise(w.shape[0])
+        fused = self.fused if fused is None else fused
+        parts, _ = self._run([_Rows(0, w.shape[0], self.input(w.shape[0]), None)], w, noise, fused, 2,
+                             stop_before_layer, rgb=stop_before_layer is None)
+        if stop_before_layer is not None:
+            features = torch.cat([part.x for part in parts]) if len(parts) > 1 else parts[0].x
+            return LayerInput(features, w, noise[stop_before_layer - 2])  # channels-last after a CPU upsampling
+        return self._image(parts)
+
+    def synthesis_with_state(self, w: torch.Tensor, layer: int, noise: list[torch.Tensor] | None = None,
+                             fused: bool | None = None) -> tuple[torch.Tensor, SynthesisState]:
+        """w (N, style_dim) -> (images (N, 3, size, size), the state just before `layer`)."""
+        self._check_layer(layer)
+        noise = noise if noise is not None else self.make_noise(w.shape[0])
+        fused = self.fused if fused is None else fused
+        parts, kept = self._run([_Rows(0, w.shape[0], self.input(w.shape[0]), None)], w, noise, fused, 2,
+                                keep_state_before=layer)
+        return self._image(parts), kept
+
+    def synthesis_state(self, w: torch.Tensor, layer: int, noise: list[torch.Tensor] | None = None,
+                        fused: bool | None = None) -> SynthesisState:
+        """w (N, style_dim) -> the state just before `layer` (its features and the RGB skip so far)."""
+        self._check_layer(layer)
+        noise = noise if noise is not None else self.make_noise(w.shape[0])
+        fused = self.fused if fused is None else fused
+        parts, _ = self._run([_Rows(0, w.shape[0], self.input(w.shape[0]), None)], w, noise, fused, 2,
+                             stop_before_layer=layer)
+        return SynthesisState(layer, w, parts)
+
+    def resume_synthesis(self, state: SynthesisState, noise: list[torch.Tensor] | None = None,
+                         fused: bool | None = None) -> torch.Tensor:
+        """The images from a state (made by this generator or one equal to it before state.layer).
+
+        Equal to `synthesis(state.w)` bit for bit: the layers run on the same chunks as a whole pass.
+        """
+        noise = noise if noise is not None else self.make_noise(state.w.shape[0])
+        fused = self.fused if fused is None else fused
+        parts = [_Rows(part.start, part.stop, part.x, part.skip) for part in state.parts]
+        parts, _ = self._run(parts, state.w, noise, fused, state.layer)
+        return self._image(parts)
+
+    def first_differing_layer(self, other: nn.Module) -> int | None:
+        """The first layer whose output can differ between this generator and `other` (None: all equal).
+
+        Everything before it (mapping, earlier layers, their noise and ToRGB) holds equal tensors,
+        so a state of this generator before that layer is also `other`'s; 2 when nothing is shared.
+        """
+        settings = lambda g: (g.size, g.channels, g.truncation, g.conv_clamp, g.noise_mode, g.fused)  # noqa: E731
+        if type(other) is not type(self) or settings(other) != settings(self):
+            return 2
+        mine, theirs = self.state_dict(keep_vars=True), other.state_dict(keep_vars=True)
+
+        def equal(*prefixes: str) -> bool:
+            names = [name for name in mine if name.startswith(prefixes)]
+            return all(name in theirs and torch.equal(mine[name], theirs[name]) for name in names)
+
+        if not (equal("style.", "input.") and torch.equal(self.latent_avg, other.latent_avg)):
+            return 2
+        for layer, _, to_rgb in self._steps():
+            conv_prefix = "conv1." if layer == 2 else f"convs.{layer - 3}."
+            rgb_prefix = () if to_rgb is None else ("to_rgb1.",) if layer == 2 else (f"to_rgbs.{(layer - 3) // 2}.",)
+            if not equal(conv_prefix, f"noises.noise_{layer - 2}", *rgb_prefix):
+                return layer
+        return None
 
     def layer_input(self, z: torch.Tensor, layer: int, noise: list[torch.Tensor] | None = None) -> LayerInput:
         """Run the generator up to `layer` and return what that layer receives."""
