@@ -1,21 +1,26 @@
 """Rewrite a generator: `python run.py [generator=...] [edit=NAME|PATH.json] [layer=N] [method=...]`."""
-import gc
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from rewriting.cli import freeze_imported_objects, objective, prepare_argv, report_error
+from rewriting.cli import exit_without_teardown, freeze_imported_objects, objective, prepare_argv, report_error
 from rewriting.cpu_memory import reuse_freed_memory
+from rewriting.wandb_process import wandb_run_for
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from rewriting.pipeline import run
-    freeze_imported_objects()
+    logger = None
     try:
-        metrics = run(cfg)
+        # W&B's run starts first, in its own process, while this one imports torch and Lightning.
+        logger = wandb_run_for(cfg)
+        from rewriting.pipeline import run
+        freeze_imported_objects()
+        metrics = run(cfg, logger=logger)
     except (Exception, KeyboardInterrupt) as error:  # a user's mistake gets one clear line, not a traceback
+        if logger is not None:
+            logger.close()
         report_error(error)
     return objective(cfg, metrics)
 
@@ -25,7 +30,6 @@ if __name__ == "__main__":
     sys.argv = prepare_argv(sys.argv)
     try:
         main()
-    finally:
-        # Exit without one last full collection over torch's and Lightning's objects (most of a second);
-        # every output is written and closed by now, and atexit handlers (W&B's) still run.
-        gc.freeze()
+    except SystemExit as done:  # Hydra's way out, with or without an error
+        exit_without_teardown(done.code)
+    exit_without_teardown(0)

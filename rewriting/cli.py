@@ -1,10 +1,12 @@
 """Command-line glue for run.py: `edit=PATH.json`, clean error messages, the sweep objective."""
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import os
 import sys
+import threading
 
 from .errors import RewritingError
 
@@ -30,6 +32,28 @@ def freeze_imported_objects() -> None:
     collection at exit alone took 0.8 s. Once per process, so a sweep's own garbage is never frozen.
     """
     gc.freeze()
+
+
+def exit_without_teardown(code: int | str | None = 0) -> None:
+    """End the process once every output is written, skipping the interpreter's teardown.
+
+    Tearing down torch's, Lightning's and Hydra's modules took 0.2 s of every run. Threads that
+    would be waited for are joined and the atexit handlers (logging's, W&B's) run first, as at a
+    normal exit; code is an exit status or a message (printed, status 1) as for SystemExit.
+    """
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code or 0)
 
 
 def user_error(error: BaseException | None) -> RewritingError | None:

@@ -1,30 +1,23 @@
-"""Experiment loggers: W&B (offline unless the user is logged in, never a prompt), CSV, or none."""
+"""Experiment loggers for Lightning: W&B (offline unless the user is logged in, never a prompt), CSV.
+
+run.py's W&B run is a `rewriting.wandb_process.WandbRun` (started in a child process); `wandb_logger`
+is the same run as a Lightning logger, for a Trainer of your own.
+"""
 from __future__ import annotations
 
-import netrc
 import os
 import threading
 from pathlib import Path
 from typing import Callable
 
 from .lightning_compat import pl
-
-
-def wandb_logged_in() -> bool:
-    """True when W&B credentials exist (API key in the environment or ~/.netrc)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+from .wandb_process import numeric_metrics, wandb_mode
 
 
 def wandb_logger(project: str = "rewriting", name: str | None = None, save_dir: str | None = None,
                  mode: str = "auto", tags: list[str] | None = None):
     """A Lightning WandbLogger; mode "auto" runs offline unless logged in or WANDB_MODE says otherwise."""
-    if mode == "auto":
-        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+    mode = wandb_mode(mode)
     os.environ["WANDB_MODE"] = mode
     os.environ.setdefault("WANDB_SILENT", "true")
     save_dir = save_dir or "."
@@ -68,6 +61,5 @@ def log_run(logger, loss_curve: list[float], metrics: dict, every: int = 10) -> 
     for step, loss in enumerate(loss_curve):
         if step % every == 0 or step == last:
             logger.log_metrics({"loss": loss}, step=step)
-    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    logger.log_metrics(numeric, step=max(last, 0) + 1)
+    logger.log_metrics(numeric_metrics(metrics), step=max(last, 0) + 1)
     logger.finalize("success")

@@ -32,6 +32,7 @@ from .rewrite import RewriteResult, rewrite
 from .statistics import second_moment
 from .statistics_batches import SecondMoment, latents_for_statistics
 from .visualize import image_grid, outline
+from .wandb_process import WandbRun, wandb_run_for
 
 log = logging.getLogger("rewriting")
 
@@ -60,10 +61,12 @@ def load_segmenter(metrics_config, generator):
     return instantiate(choice)
 
 
-def make_logger(logger_config):
+def make_logger(cfg: DictConfig):
+    """The configured experiment logger, or None; a W&B run gets the resolved config."""
+    logger_config = cfg.get("logger")
     if logger_config is None or logger_config.get("_target_") is None:
         return None
-    return instantiate(logger_config)
+    return wandb_run_for(cfg) or instantiate(logger_config)
 
 
 @torch.no_grad()
@@ -175,13 +178,26 @@ def resolved_edit(cfg: DictConfig, generator, segmenter, method, reach_scorer: R
     return cached_resolved_spec(key, make)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Perform one edit as configured; returns the metrics written to metrics.json."""
+def run(cfg: DictConfig, logger=None) -> dict:
+    """Perform one edit as configured; returns the metrics written to metrics.json.
+
+    `logger`: the run's logger, already started (run.py starts W&B's before importing this module);
+    by default the one `cfg.logger` configures.
+    """
     out_dir = Path(cfg.output_dir)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = device_for(cfg.trainer)
     started = time.perf_counter()
-    logger = make_logger(cfg.logger)
+    logger = logger if logger is not None else make_logger(cfg)
+    try:
+        return _run(cfg, logger, out_dir, device, started)
+    except BaseException:
+        if isinstance(logger, WandbRun):
+            logger.close()  # its run is finished as failed
+        raise
+
+
+def _run(cfg: DictConfig, logger, out_dir: Path, device: torch.device, started: float) -> dict:
 
     generator = instantiate(cfg.generator, device=device)
     generator.checkpoint_sha256 = sha256_file(generator.checkpoint_path)
@@ -213,9 +229,9 @@ def run(cfg: DictConfig) -> dict:
     result: RewriteResult = rewrite(generator, spec, method, layer, second_moment=statistics,
                                     segmenter=segmenter, trainer_options=trainer_options,
                                     progress=bool(cfg.progress))
-    # W&B takes most of a second to start a run: it starts beside the metric pass, after the timed edit,
-    # and receives the fit's loss curve at the end.
-    logger_ready = start_in_background(logger) if logger is not None else None
+    # A Lightning logger's run (CSV) starts beside the metric pass, after the timed edit; W&B's is already
+    # starting in its own process.
+    logger_ready = start_in_background(logger) if logger is not None and not isinstance(logger, WandbRun) else None
     request = result.request
     deltas = result.delta_tensors()
     originals = dict(unedited.named_parameters())
@@ -260,7 +276,10 @@ def run(cfg: DictConfig) -> dict:
     with atomic_path(out_dir / "before_after.png") as temporary:
         picture.save(temporary, format="PNG")
     write_json(out_dir / "metrics.json", metrics)
-    if logger_ready is not None:
+    if isinstance(logger, WandbRun):  # an edit file's name is known only once it is read
+        logger.log_run(result.fit.loss_curve, metrics,
+                       name=f"{spec.name}_layer{layer}" if cfg.edit.get("name") is None else None)
+    elif logger_ready is not None:
         log_run(logger_ready(), result.fit.loss_curve, metrics)
     summary = {k: metrics[k] for k in ("edit", "layer", "final_loss", "edit_seconds") if k in metrics}
     log.info("outputs in %s: %s", out_dir, json.dumps(summary))

@@ -595,3 +595,10 @@ def test_window_painting_finetune_moves_only_the_layers_after_its_layer(toytown_
     assert not torch.equal(before(z), after(z))
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in log] == [1, 2, 3]
+
+
+def test_the_startup_bench_names_each_import_and_what_pulled_it_in():
+    from startup import import_chains
+    chains = import_chains("import json, torch")
+    assert chains["torch"]["seconds"] > 0.05 and chains["torch"]["imported_by"] == []  # imported by the code itself
+    assert "torchvision" not in chains  # only what the code imports

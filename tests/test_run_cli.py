@@ -82,6 +82,10 @@ def test_run_writes_every_output_valid(tmp_path, tiny_checkpoint, edit_spec_file
     assert metrics["layer"] == 4
 
     assert list((run_dir / "wandb").glob("offline-run-*")), "logger=wandb did not log offline under the run dir"
+    from wandb_records import offline_run
+    recorded = offline_run(run_dir)  # run.py's W&B process had finished the run before run.py exited
+    assert recorded["exit_code"] == 0 and recorded["config"]["layer"] == 4
+    assert [row["final_loss"] for row in recorded["history"] if "final_loss" in row] == [metrics["final_loss"]]
     assert not list(run_dir.rglob("*.part"))
 
 

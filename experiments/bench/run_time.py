@@ -4,7 +4,8 @@ unedited metric side, resolved request), and where the time goes, as JSON.
     python experiments/bench/run_time.py [--repeats 2] [--out results/bench/run_py_cpu.json] [-- run.py overrides]
 
 Each run is a fresh process (imports and Hydra start-up included) with WANDB_MODE=offline and a
-private $REWRITING_CACHE; the metrics of the cold and warm runs must be equal, or it says so.
+private $REWRITING_CACHE; the metrics of the cold and warm runs must be equal, or it says so. The
+CPU's matmul rate, measured first, is recorded beside the times: shared machines vary from day to day.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from bench import matmul_flops_per_second  # the script's folder is on sys.path
 from rewriting.atomic import write_json
 from rewriting.deltas import package_version
 
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "run_py_cpu.json")
     parser.add_argument("overrides", nargs="*", help="run.py overrides (after --)")
     args = parser.parse_args(argv)
+    flop_rate = matmul_flops_per_second("cpu")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         runs = [timed_run(scratch / f"run{i}", scratch / "cache", args.overrides) for i in range(1 + args.repeats)]
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                              sys.argv[1:])]),
               "device": platform.processor() or "cpu", "cpu_count": os.cpu_count(), "torch": torch.__version__,
               "package_version": package_version(), "overrides": args.overrides,
+              "matmul_flops_per_s": flop_rate,
               "cold": {k: v for k, v in cold.items() if k != "metrics"},
               "warm": [{k: v for k, v in run.items() if k != "metrics"} for run in warm],
               "warm_wall_seconds_median": statistics.median(run["wall_seconds"] for run in warm),
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     def metric_pass(run: dict) -> str:  # metrics=none runs none
         return "no metric pass" if run["metric_seconds"] is None else f"metric pass {run['metric_seconds']:.1f} s"
     print(f"cold {cold['wall_seconds']:.1f} s ({metric_pass(cold)}), warm {report['warm_wall_seconds_median']:.1f} s "
-          f"({metric_pass(warm[-1])}); metrics equal: {same}")
+          f"({metric_pass(warm[-1])}); metrics equal: {same}; matmul {flop_rate / 1e9:.0f} GFLOP/s")
     if not same:
         print("the warm runs' metrics differ from the cold run's: the caches are not faithful", file=sys.stderr)
     return report
