@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .lightning_compat import pl
-from .wandb_process import numeric_metrics, wandb_mode
+from .wandb_process import logged_steps, numeric_metrics, wandb_mode
 
 
 def wandb_logger(project: str = "rewriting", name: str | None = None, save_dir: str | None = None,
@@ -57,9 +57,8 @@ def start_in_background(logger) -> Callable[[], object]:
 
 def log_run(logger, loss_curve: list[float], metrics: dict, every: int = 10) -> None:
     """The rewrite's loss every `every` steps (and its last), then the run's numeric metrics; closes the run."""
-    last = len(loss_curve) - 1
-    for step, loss in enumerate(loss_curve):
-        if step % every == 0 or step == last:
-            logger.log_metrics({"loss": loss}, step=step)
-    logger.log_metrics(numeric_metrics(metrics), step=max(last, 0) + 1)
+    losses, metrics_step = logged_steps(loss_curve, every)
+    for step, loss in losses:
+        logger.log_metrics({"loss": loss}, step=step)
+    logger.log_metrics(numeric_metrics(metrics), step=metrics_step)
     logger.finalize("success")

@@ -43,6 +43,13 @@ def wandb_mode(mode: str = "auto") -> str:
     return mode
 
 
+def logged_steps(loss_curve: list[float], every: int = 10) -> tuple[list[tuple[int, float]], int]:
+    """The (step, loss) pairs a logger records (every `every` steps and the last), and the metrics' step."""
+    last = len(loss_curve) - 1
+    every = max(1, int(every))
+    return [(step, loss) for step, loss in enumerate(loss_curve) if step % every == 0 or step == last], max(last, 0) + 1
+
+
 def numeric_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -113,12 +120,10 @@ def wandb_run_for(cfg) -> WandbRun | None:
 def _record(run, payload: dict) -> None:
     if payload.get("name"):
         run.name = payload["name"]
-    curve, every = payload["loss_curve"], max(1, int(payload["every"]))
-    last = len(curve) - 1
-    for step, loss in enumerate(curve):
-        if step % every == 0 or step == last:
-            run.log({"loss": loss}, step=step)
-    run.log(payload["metrics"], step=max(last, 0) + 1)
+    losses, metrics_step = logged_steps(payload["loss_curve"], payload["every"])
+    for step, loss in losses:
+        run.log({"loss": loss}, step=step)
+    run.log(payload["metrics"], step=metrics_step)
 
 
 def main() -> int:
