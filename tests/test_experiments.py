@@ -602,3 +602,16 @@ def test_the_startup_bench_names_each_import_and_what_pulled_it_in():
     chains = import_chains("import json, torch")
     assert chains["torch"]["seconds"] > 0.05 and chains["torch"]["imported_by"] == []  # imported by the code itself
     assert "torchvision" not in chains  # only what the code imports
+
+
+def test_the_benches_that_time_fresh_processes_hold_no_torch_themselves():
+    """An idle parent holding torch slowed a warm run.py's metric pass by 15%: the timing parents stay torch-free."""
+    bench = ROOT / "experiments" / "bench"
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import run_time, startup; "
+             "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe, str(bench)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    from child_facts import torch_facts
+    facts = torch_facts(threads=1)
+    assert facts["torch"] == torch.__version__
+    assert facts["matmul_flops_per_s"] > 1e8  # any CPU multiplies 2048x2048 matrices faster than this

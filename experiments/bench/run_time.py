@@ -5,7 +5,8 @@ unedited metric side, resolved request), and where the time goes, as JSON.
 
 Each run is a fresh process (imports and Hydra start-up included) with WANDB_MODE=offline and a
 private $REWRITING_CACHE; the metrics of the cold and warm runs must be equal, or it says so. The
-CPU's matmul rate, measured first, is recorded beside the times: shared machines vary from day to day.
+CPU's matmul rate, measured first in a child process, is recorded beside the times: shared machines vary
+from day to day. This process never imports torch: an idle parent holding torch slowed warm runs by 0.5 s.
 """
 from __future__ import annotations
 
@@ -20,11 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from bench import matmul_flops_per_second  # the script's folder is on sys.path
+from child_facts import package_version, torch_facts  # the script's folder is on sys.path
 from rewriting.atomic import write_json
-from rewriting.deltas import package_version
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMINGS = ("edit_seconds", "metric_seconds", "second_moment_seconds", "second_moment_from_cache",
@@ -53,7 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "run_py_cpu.json")
     parser.add_argument("overrides", nargs="*", help="run.py overrides (after --)")
     args = parser.parse_args(argv)
-    flop_rate = matmul_flops_per_second("cpu")
+    facts = torch_facts()  # in a child: this process must not hold torch while it times run.py
+    flop_rate = facts["matmul_flops_per_s"]
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         runs = [timed_run(scratch / f"run{i}", scratch / "cache", args.overrides) for i in range(1 + args.repeats)]
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     same = all(comparable(run["metrics"]) == comparable(cold["metrics"]) for run in warm)
     report = {"command": " ".join(["python experiments/bench/run_time.py", *(argv if argv is not None else
                                                                              sys.argv[1:])]),
-              "device": platform.processor() or "cpu", "cpu_count": os.cpu_count(), "torch": torch.__version__,
+              "device": platform.processor() or "cpu", "cpu_count": os.cpu_count(), "torch": facts["torch"],
               "package_version": package_version(), "overrides": args.overrides,
               "matmul_flops_per_s": flop_rate,
               "cold": {k: v for k, v in cold.items() if k != "metrics"},
