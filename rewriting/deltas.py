@@ -17,17 +17,10 @@ from safetensors.torch import save_file
 
 from .atomic import atomic_path
 from .errors import CheckpointError
+from .version import package_version  # noqa: F401  (importers read it from here too)
 
 ORIGINALS_ATTRIBUTE = "_rewriting_originals"
 APPLIED_ATTRIBUTE = "_rewriting_applied"
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("rewriting")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def save_delta(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:

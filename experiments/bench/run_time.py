@@ -6,7 +6,8 @@ unedited metric side, resolved request), and where the time goes, as JSON.
 Each run is a fresh process (imports and Hydra start-up included) with WANDB_MODE=offline and a
 private $REWRITING_CACHE; the metrics of the cold and warm runs must be equal, or it says so. The
 CPU's matmul rate, measured first in a child process, is recorded beside the times: shared machines vary
-from day to day. This process never imports torch: an idle parent holding torch slowed warm runs by 0.5 s.
+from day to day. This process never imports torch: an idle parent holding torch slowed warm runs
+(experiments/bench/child_facts.py).
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from child_facts import package_version, torch_facts  # the script's folder is on sys.path
+from child_facts import torch_facts  # the script's folder is on sys.path
 from rewriting.atomic import write_json
+from rewriting.version import package_version
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMINGS = ("edit_seconds", "metric_seconds", "second_moment_seconds", "second_moment_from_cache",

@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from child_facts import package_version, torch_facts  # the script's folder is on sys.path
+from child_facts import torch_facts  # the script's folder is on sys.path
 from rewriting.atomic import write_json
+from rewriting.version import package_version
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = {
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"command": " ".join(["python experiments/bench/startup.py", *(argv if argv is not None else
                                                                             sys.argv[1:])]),
               "device": platform.processor() or "cpu", "cpu_count": os.cpu_count(), "python": platform.python_version(),
-              "torch": torch_facts()["torch"], "package_version": package_version(), "repeats": args.repeats,
+              "torch": torch_facts(matmul=False)["torch"], "package_version": package_version(), "repeats": args.repeats,
               "imported_seconds_median": stages, "with_exit_seconds_median": with_exit,
               "importtime_seconds": import_chains(STAGES["+ rewriting.pipeline (everything run.py imports)"])}
     write_json(args.out, report)
