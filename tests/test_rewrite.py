@@ -244,3 +244,23 @@ def test_lbfgs_refuses_the_projected_parametrization(generator, spec, moments):
     with pytest.raises(ValueError, match="lbfgs"):
         run_rewrite(generator, spec, moments, ConstrainedRewrite(steps=5, parametrization="projected",
                                                                  optimizer="lbfgs"))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_a_lightning_logger_in_trainer_options_records_the_fit_loss_that_a_quiet_fit_also_reaches(
+        generator, spec, moments, tmp_path, optimizer):
+    """A quiet fit skips Lightning's per-step log (nobody reads it); a user's logger still gets every step."""
+    import csv
+
+    from rewriting.lightning_compat import pl
+
+    method = ConstrainedRewrite(steps=12, lr=0.05, init="zero", optimizer=optimizer)
+    quiet = run_rewrite(generator, spec, moments, method)
+    logger = pl.loggers.CSVLogger(tmp_path, name="fit", version=0)
+    logged = rewrite(generator, spec, method, layer=LAYER, second_moment=moments[LAYER], apply=False,
+                     progress=False, trainer_options={**QUIET, "logger": logger, "log_every_n_steps": 1})
+    assert torch.equal(quiet.delta, logged.delta)
+    with open(tmp_path / "fit" / "version_0" / "metrics.csv") as file:
+        losses = [float(row["loss"]) for row in csv.DictReader(file) if row.get("loss")]
+    expected = logged.fit.loss_curve if optimizer == "adam" else logged.fit.loss_curve[-1:]
+    assert losses == pytest.approx(expected, rel=1e-6)

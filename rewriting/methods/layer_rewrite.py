@@ -109,11 +109,18 @@ class LayerRewrite(pl.LightningModule):
                 self.manual_backward(loss)
                 return loss
             optimizer.step(closure=closure)
-            self.log("loss", self.loss_curve[-1], prog_bar=True, on_step=True, on_epoch=False)
+            self._log_loss(self.loss_curve[-1])
             return None
         loss = self.checked_loss()
-        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self._log_loss(loss)
         return loss
+
+    def _log_loss(self, loss) -> None:
+        # Lightning's log costs about a millisecond a step; with no progress bar and no logger nobody reads
+        # it (the curve is kept in loss_curve), and skipping it made the default 60-step fit ~12% faster.
+        trainer = self._trainer
+        if trainer is not None and (trainer.progress_bar_callback is not None or trainer.loggers):
+            self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
 
     def on_train_batch_end(self, outputs, batch, batch_index):
         if self.parametrization == "projected" and (self.global_step % self.projection_every == 0):
