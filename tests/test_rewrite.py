@@ -1,6 +1,8 @@
 """The rewrite: rank-r updates, a planted rule recovered, a real request, locality, erase."""
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from rewriting.edits.masks import encode_mask
 from rewriting.edits.original_format import import_original
 from rewriting.edits.targets import RewriteTarget, context_directions, masked_keys
 from rewriting.features import layer_values
+from rewriting.lightning_compat import pl
 from rewriting.methods.closed_form import lambda_to_delta
 from rewriting.methods.rank_one import ClosedForm, ConstrainedRewrite, FinetuneLayer
 from rewriting.rewrite import trace_images
@@ -250,10 +253,6 @@ def test_lbfgs_refuses_the_projected_parametrization(generator, spec, moments):
 def test_a_lightning_logger_in_trainer_options_records_the_fit_loss_that_a_quiet_fit_also_reaches(
         generator, spec, moments, tmp_path, optimizer):
     """A quiet fit skips Lightning's per-step log (nobody reads it); a user's logger still gets every step."""
-    import csv
-
-    from rewriting.lightning_compat import pl
-
     method = ConstrainedRewrite(steps=12, lr=0.05, init="zero", optimizer=optimizer)
     quiet = run_rewrite(generator, spec, moments, method)
     logger = pl.loggers.CSVLogger(tmp_path, name="fit", version=0)
